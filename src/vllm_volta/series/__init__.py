@@ -1,0 +1,1 @@
+"""The patch-series engine: pin, series model, canonical patches, apply/refresh, policy."""

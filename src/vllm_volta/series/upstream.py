@@ -1,0 +1,298 @@
+"""The pinned upstream: the submodule, or the verified PyPI sdist imported as a base commit."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import tarfile
+import tempfile
+import tomllib
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+import pygit2
+
+PIN_FILE = "pin.toml"
+UPSTREAM_DIR = "upstream"
+BRANCH = "volta"
+BRANCH_REF = f"refs/heads/{BRANCH}"
+BASE_REF = "refs/volta/base"
+SOURCE_SUBMODULE = "submodule"
+SOURCE_SDIST = "sdist"
+
+Progress = Callable[[str], None]
+
+
+class UpstreamError(RuntimeError):
+    """The pinned upstream cannot be had or does not match the pin."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Sdist:
+    filename: str
+    size: int
+    sha256: str
+    exclude: tuple[str, ...]
+    author: str
+    email: str
+    date: datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class Pin:
+    version: str
+    tag: str
+    url: str
+    commit: str
+    sdist: Sdist
+
+    @classmethod
+    def load(cls, root: Path | str) -> Pin:
+        path = Path(root) / PIN_FILE
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UpstreamError(f"{path}: no pin file") from None
+        up = data["upstream"]
+        sd = up["sdist"]
+        base = sd["base"]
+        return cls(
+            version=up["version"],
+            tag=up["tag"],
+            url=up["url"],
+            commit=up["commit"],
+            sdist=Sdist(
+                filename=sd["filename"],
+                size=int(sd["size"]),
+                sha256=sd["sha256"].lower(),
+                exclude=tuple(sd.get("exclude", ())),
+                author=base["author"],
+                email=base["email"],
+                date=datetime.fromisoformat(base["date"]),
+            ),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Upstream:
+    """An opened upstream repository and the base commit the series applies to."""
+
+    repo: pygit2.Repository
+    base: pygit2.Commit
+    source: str  # SOURCE_SUBMODULE or SOURCE_SDIST
+    path: Path
+
+    def describe(self) -> str:
+        if self.source == SOURCE_SUBMODULE:
+            return f"git submodule at {self.base.id} (tag checked)"
+        return f"PyPI sdist, sha256 verified, imported as base commit {self.base.id}"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("VLLM_VOLTA_CACHE", Path.home() / ".cache" / "vllm-volta"))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fetch_sdist(pin: Pin, progress: Progress = print, *, name: str = "vllm") -> Path:
+    """The pinned sdist from the cache, downloaded once, its sha256 verified.
+
+    A cached file whose hash is wrong is reported and left alone; a fresh
+    download whose hash is wrong is removed (it is the only file touched).
+    """
+    target = cache_dir() / "sdist" / pin.sdist.filename
+    if target.exists():
+        digest = _sha256(target)
+        if digest != pin.sdist.sha256:
+            raise UpstreamError(
+                f"{target}: sha256 {digest} is not the pinned {pin.sdist.sha256}. "
+                "Nothing was changed. Remove that file and run again to download it anew."
+            )
+        progress(f"sdist: {target} (cached, sha256 verified)")
+        return target
+    from pypi_simple import PyPISimple  # imported late: only the offline path needs it
+
+    endpoint = os.environ.get("VLLM_VOLTA_INDEX_URL")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    progress(f"sdist: downloading {pin.sdist.filename} from the package index")
+    with PyPISimple(**({"endpoint": endpoint} if endpoint else {})) as client:
+        page = client.get_project_page(name)
+        matches = [p for p in page.packages if p.filename == pin.sdist.filename]
+        if not matches:
+            raise UpstreamError(f"the package index has no {pin.sdist.filename}")
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".download-")
+        os.close(fd)
+        tmp_path = Path(tmp)
+        try:
+            client.download_package(matches[0], tmp_path, verify=False)
+            digest = _sha256(tmp_path)
+            if digest != pin.sdist.sha256:
+                raise UpstreamError(
+                    f"downloaded {pin.sdist.filename} has sha256 {digest}, not the pinned "
+                    f"{pin.sdist.sha256}: refusing it. The download was discarded; "
+                    "check the index (VLLM_VOLTA_INDEX_URL) and the pin."
+                )
+            tmp_path.replace(target)
+        finally:
+            tmp_path.unlink(missing_ok=True)
+    progress(f"sdist: {target} ({pin.sdist.size:,} bytes, sha256 verified)")
+    return target
+
+
+def _excluded(rel: str, exclude: tuple[str, ...]) -> bool:
+    return any(rel == e or rel.startswith(e.rstrip("/") + "/") for e in exclude)
+
+
+def import_sdist_tree(repo: pygit2.Repository, sdist: Path, pin: Pin) -> pygit2.Oid:
+    """Write the sdist's files as a git tree (no work tree involved)."""
+    root: dict = {}
+    with tarfile.open(sdist, "r:gz") as tar:
+        for member in tar:
+            parts = member.name.split("/", 1)
+            if len(parts) < 2 or not parts[1] or member.isdir():
+                continue
+            rel = parts[1]
+            if _excluded(rel, pin.sdist.exclude):
+                continue
+            if member.issym():
+                oid = repo.create_blob(member.linkname.encode())
+                mode = pygit2.enums.FileMode.LINK
+            elif member.isfile():
+                data = tar.extractfile(member).read()
+                oid = repo.create_blob(data)
+                mode = (
+                    pygit2.enums.FileMode.BLOB_EXECUTABLE
+                    if member.mode & 0o111
+                    else pygit2.enums.FileMode.BLOB
+                )
+            else:
+                continue
+            node = root
+            *dirs, leaf = rel.split("/")
+            for d in dirs:
+                node = node.setdefault(d, {})
+            node[leaf] = (oid, mode)
+
+    def write(node: dict) -> pygit2.Oid:
+        tb = repo.TreeBuilder()
+        for name in sorted(node):
+            value = node[name]
+            if isinstance(value, dict):
+                tb.insert(name, write(value), pygit2.enums.FileMode.TREE)
+            else:
+                tb.insert(name, *value)
+        return tb.write()
+
+    return write(root)
+
+
+def base_signature(pin: Pin) -> pygit2.Signature:
+    when = pin.sdist.date
+    offset = int(when.utcoffset().total_seconds() // 60) if when.utcoffset() else 0
+    return pygit2.Signature(pin.sdist.author, pin.sdist.email, int(when.timestamp()), offset)
+
+
+def base_message(pin: Pin) -> str:
+    return (
+        f"vLLM {pin.version} from its PyPI sdist\n\n"
+        f"{pin.sdist.filename}, {pin.sdist.size} bytes, sha256 {pin.sdist.sha256}.\n"
+        f"Stands in for tag {pin.tag} ({pin.commit}) where the submodule cannot be\n"
+        f"cloned. Left out (sdist-only files): {', '.join(pin.sdist.exclude)}.\n"
+    )
+
+
+def _open(path: Path) -> pygit2.Repository | None:
+    if not (path / ".git").exists():
+        return None
+    try:
+        return pygit2.Repository(str(path))
+    except pygit2.GitError:
+        return None
+
+
+def _is_empty_dir(path: Path) -> bool:
+    return path.is_dir() and not any(path.iterdir())
+
+
+def open_upstream(root: Path | str) -> Upstream | None:
+    """The upstream repository if it has been materialized, else None."""
+    root = Path(root)
+    path = root / UPSTREAM_DIR
+    repo = _open(path)
+    if repo is None:
+        return None
+    pin = Pin.load(root)
+    ref = repo.references.get(BASE_REF)
+    if ref is not None:
+        base = repo[ref.target]
+        source = SOURCE_SDIST if base.author.email == pin.sdist.email else SOURCE_SUBMODULE
+        return Upstream(repo, base, source, path)
+    return _adopt_submodule(repo, pin, path)
+
+
+def _adopt_submodule(repo: pygit2.Repository, pin: Pin, path: Path) -> Upstream:
+    try:
+        base = repo[pin.commit]
+    except (KeyError, ValueError):
+        raise UpstreamError(
+            f"{path} is a git repository without the pinned commit {pin.commit}; "
+            f"run `git submodule update --init upstream`, or move it aside to use the sdist"
+        ) from None
+    tag = repo.references.get(f"refs/tags/{pin.tag}")
+    if tag is not None:
+        peeled = tag.peel(pygit2.Commit).id
+        if str(peeled) != pin.commit:
+            raise UpstreamError(
+                f"tag {pin.tag} in {path} names {peeled}, but pin.toml pins {pin.commit}; "
+                "the pin (and the submodule gitlink) must be corrected before applying"
+            )
+    repo.references.create(BASE_REF, base.id, force=True)
+    return Upstream(repo, base, SOURCE_SUBMODULE, path)
+
+
+def materialize(root: Path | str, progress: Progress = print) -> Upstream:
+    """Open upstream/, or create it from the verified sdist when it is absent."""
+    root = Path(root)
+    existing = open_upstream(root)
+    if existing is not None:
+        progress(f"upstream: {existing.describe()}")
+        return existing
+    path = root / UPSTREAM_DIR
+    if path.exists() and not _is_empty_dir(path):
+        raise UpstreamError(
+            f"{path} exists, is not empty and is not a git repository; "
+            "move it aside, then run again"
+        )
+    pin = Pin.load(root)
+    progress("upstream: submodule not cloned; using the PyPI sdist instead")
+    sdist = fetch_sdist(pin, progress)
+    path.mkdir(parents=True, exist_ok=True)
+    repo = pygit2.init_repository(str(path), initial_head=BRANCH)
+    tree = import_sdist_tree(repo, sdist, pin)
+    sig = base_signature(pin)
+    base_id = repo.create_commit(None, sig, sig, base_message(pin), tree, [])
+    repo.references.create(BASE_REF, base_id, force=True)
+    repo.references.create(BRANCH_REF, base_id, force=True)
+    repo.set_head(BRANCH_REF)
+    progress(f"upstream: checking out {sum(1 for _ in _walk(repo[tree]))} files")
+    repo.checkout_tree(repo[tree], strategy=pygit2.enums.CheckoutStrategy.FORCE)
+    repo.set_head(BRANCH_REF)
+    up = Upstream(repo, repo[base_id], SOURCE_SDIST, path)
+    progress(f"upstream: {up.describe()}")
+    return up
+
+
+def _walk(tree: pygit2.Tree):
+    for entry in tree:
+        if entry.type_str == "tree":
+            yield from _walk(entry)
+        else:
+            yield entry
