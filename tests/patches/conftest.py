@@ -1,0 +1,35 @@
+"""Patch tests run against one vLLM tree: the patched upstream/ by default.
+
+VLLM_VOLTA_TREE names another tree (a pristine one shows that each test
+fails without its patch). The tree is put first on sys.path, and vllm._C is
+stubbed where the tree has no compiled extension (CPU-level tests).
+"""
+
+import os
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TREE = Path(os.environ.get("VLLM_VOLTA_TREE") or ROOT / "upstream")
+if not TREE.is_absolute():
+    TREE = (ROOT / TREE).resolve()
+
+if not (TREE / "vllm" / "__init__.py").exists():
+    raise pytest.UsageError(
+        f"tests/patches needs a vLLM tree at {TREE}: run `nox -s apply` first, "
+        "or set VLLM_VOLTA_TREE to a vLLM source directory"
+    )
+
+if str(TREE) not in sys.path:
+    sys.path.insert(0, str(TREE))
+os.environ.setdefault("VLLM_TARGET_DEVICE", "cuda")
+if not list((TREE / "vllm").glob("_C*.so")):
+    sys.modules.setdefault("vllm._C", types.ModuleType("vllm._C"))
+
+
+@pytest.fixture(scope="session")
+def vllm_tree() -> Path:
+    return TREE
