@@ -38,6 +38,7 @@ class Sdist:
     author: str
     email: str
     date: datetime
+    commit: str  # the base commit id the import must give
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +72,7 @@ class Pin:
                 author=base["author"],
                 email=base["email"],
                 date=datetime.fromisoformat(base["date"]),
+                commit=base.get("commit", ""),
             ),
         )
 
@@ -279,6 +281,13 @@ def materialize(root: Path | str, progress: Progress = print) -> Upstream:
     tree = import_sdist_tree(repo, sdist, pin)
     sig = base_signature(pin)
     base_id = repo.create_commit(None, sig, sig, base_message(pin), tree, [])
+    if pin.sdist.commit and str(base_id) != pin.sdist.commit:
+        raise UpstreamError(
+            f"importing {sdist.name} gave base commit {base_id}, not the pinned "
+            f"{pin.sdist.commit}: the import is not reproducible here (pygit2/libgit2 "
+            f"{pygit2.__version__}/{pygit2.LIBGIT2_VERSION}?). {path} was left for inspection; "
+            "remove it before running again"
+        )
     repo.references.create(BASE_REF, base_id, force=True)
     repo.references.create(BRANCH_REF, base_id, force=True)
     repo.set_head(BRANCH_REF)

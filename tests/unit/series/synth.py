@@ -73,8 +73,9 @@ def commit_change(
     for rel, text in edits.items():
         p = root / "upstream" / rel
         if text is None:
-            p.unlink()
-            repo.index.remove(rel)
+            p.unlink(missing_ok=True)
+            if rel in repo.index:
+                repo.index.remove(rel)
         else:
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_text(text)
