@@ -158,7 +158,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _judge(args: argparse.Namespace) -> int:
-    from vllm_volta.ship.validate.garbage import PromptCase, judge
+    from vllm_volta.ship.validate.garbage import PromptCase, judge_record
     from vllm_volta.ship.validate.prompts import CASES
 
     by_id = {c.id: c for c in CASES}
@@ -172,7 +172,7 @@ def _judge(args: argparse.Namespace) -> int:
             if "response" not in record:
                 continue
             case = by_id.get(record["case"]) or PromptCase(record["case"], record.get("prompt", ""), ())
-            verdict = judge(case, record["response"]["choices"][0])
+            verdict = judge_record(case, record)
             bad += not verdict.ok
             rules = ", ".join(f.rule for f in verdict.findings) or "coherent"
             print(f"{path.name}:{case.id}: {rules}: {verdict.text[:70]!r}")

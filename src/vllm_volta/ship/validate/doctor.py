@@ -193,7 +193,8 @@ def _check_vllm(facts: dict) -> list[Check]:
         checks.append(Check("vllm.version", PASS, f"vllm {version}"))
     probe = (facts.get("probe") or {}).get("vllm") or {}
     if "error" in probe:
-        checks.append(Check("vllm.import", FAIL, f"import vllm failed: {probe['error']}"))
+        checks.append(Check("vllm.import", FAIL, f"import vllm failed: {probe['error']}",
+                            "Run `python -c 'import vllm'` to see the full error; reinstall vllm-volta."))
     elif probe:
         if probe.get("version") != version:
             checks.append(Check("vllm.import", WARN,
@@ -224,7 +225,8 @@ def _check_backend(facts: dict) -> list[Check]:
     probe = (facts.get("probe") or {}).get("vllm") or {}
     backends = probe.get("attention_backend")
     if not backends:
-        return [Check("attention.backend", FAIL, "attention backend not resolved (vllm did not import)")]
+        return [Check("attention.backend", FAIL, "attention backend not resolved (vllm did not import)",
+                      "Fix the vllm import first (see vllm.import).")]
     names = set(backends.values())
     if names == {"TORCH_SDPA"}:
         return [Check("attention.backend", PASS, "resolves to TORCH_SDPA (head sizes 64, 128)")]

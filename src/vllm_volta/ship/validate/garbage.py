@@ -4,7 +4,9 @@ The known failure shapes on SM 7.0: NaN logits make greedy decoding pick
 token id 0, which is ``!`` in byte-level BPE vocabularies such as Qwen2's and
 GPT-2's, so the output is a run of ``!`` (in SentencePiece vocabularies such as
 Mistral's, id 0 is ``<unk>``: empty text or one token looping). vLLM's OpenAI
-server clamps -inf log-probs to -9999.0 and passes NaN through. Other shapes: a single token repeated to the
+server clamps -inf log-probs to -9999.0 and passes NaN through, and its
+JSON response refuses NaN (Starlette's allow_nan=False): a request with
+``logprobs`` then fails with HTTP 500, and the runner asks again without. Other shapes: a single token repeated to the
 end, control or unassigned characters, U+FFFD from broken byte sequences, and
 fluent-looking text that lacks the answer the prompt forces.
 
@@ -143,4 +145,21 @@ def judge(case: PromptCase, choice: dict) -> Verdict:
     verdict.findings += check_logprobs(choice.get("logprobs"))
     if not any(f.rule in ("empty", "bang_run") for f in verdict.findings):
         verdict.findings += check_expected(text, case.expect)
+    return verdict
+
+
+def judge_record(case: PromptCase, record: dict) -> Verdict:
+    """Judge a recorded exchange: ``{"case", "prompt", "response", "logprobs_error"?}``.
+
+    ``logprobs_error`` is set when the request with ``logprobs`` failed and the
+    text came from a second request without them: vLLM's server answers HTTP
+    500 when a log-prob is NaN, so that failure is itself a finding.
+    """
+    verdict = judge(case, record["response"]["choices"][0])
+    if record.get("logprobs_error"):
+        verdict.findings.insert(0, Finding(
+            "logprobs_unserialisable",
+            f"with logprobs=1 the server failed ({record['logprobs_error']}): a NaN log-prob "
+            "cannot be sent as JSON",
+        ))
     return verdict

@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Callable
 
 from vllm_volta.ship.validate import doctor
-from vllm_volta.ship.validate.garbage import judge
+from vllm_volta.ship.validate.garbage import judge_record
 from vllm_volta.ship.validate.plan import Options, Step, build_plan
 
+POLL_S = 2.0  # seconds between /health polls
 _BACKEND_RE = re.compile(r"Using (\S+(?: \S+)*?) backend")
 
 
@@ -107,21 +108,32 @@ def run_serve(step: Step, options: Options, log_dir: Path, say: Callable[[str], 
                 return StepResult(step.id, "fail", time.monotonic() - started,
                                   f"server not ready after {step.startup_timeout_s:.0f} s",
                                   {**data, "log_tail": _tail(log_path)})
-            time.sleep(2)
+            time.sleep(POLL_S)
         data["startup_s"] = round(time.monotonic() - started, 1)
         say(f"[{step.id}] ready after {data['startup_s']} s; sending {len(step.cases)} prompts")
         bad = []
         for case in step.cases:
             body = {"model": step.model, "prompt": case.prompt, "max_tokens": case.max_tokens,
                     "temperature": 0.0, "logprobs": 1}
+            record = {"case": case.id, "prompt": case.prompt}
             try:
-                response = _post_json(base + "/v1/completions", body, options.request_timeout_s)
+                try:
+                    record["response"] = _post_json(base + "/v1/completions", body,
+                                                    options.request_timeout_s)
+                except urllib.error.HTTPError as exc:
+                    # NaN log-probs make vLLM's JSON response fail (HTTP 500): ask
+                    # again without log-probs to see the text; judge_record flags it.
+                    record["logprobs_error"] = f"HTTP {exc.code}"
+                    body.pop("logprobs")
+                    record["response"] = _post_json(base + "/v1/completions", body,
+                                                    options.request_timeout_s)
             except (urllib.error.URLError, OSError, ValueError) as exc:
-                data["responses"].append({"case": case.id, "error": str(exc)})
+                record["error"] = str(exc)
+                data["responses"].append(record)
                 bad.append(f"{case.id}: request failed: {exc}")
                 continue
-            data["responses"].append({"case": case.id, "prompt": case.prompt, "response": response})
-            verdict = judge(case, response["choices"][0])
+            data["responses"].append(record)
+            verdict = judge_record(case, record)
             data["verdicts"].append(verdict.to_json())
             if not verdict.ok:
                 bad.append(f"{case.id}: " + "; ".join(f.detail for f in verdict.findings))

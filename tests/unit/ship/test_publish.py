@@ -1,0 +1,96 @@
+import pytest
+from rich.console import Console
+
+from vllm_volta.ship import publish
+from vllm_volta.ship.index import IndexFile, IndexProblem, load_config
+from vllm_volta.ship.publish import PublishRefused, check_index, prepare, refuse_conflicts, render_plan
+
+from .wheels import vllm_wheel
+
+CONFIG = load_config({"VLLM_VOLTA_INDEX_URL": "http://127.0.0.1:9/", "VLLM_VOLTA_INDEX_TOKEN": "t"})
+
+
+def _listing(files):
+    def fake(config, project, session=None):
+        return [f for f in files if f.filename.startswith(project.replace("-", "_") + "-")]
+    return fake
+
+
+def test_prepare_orders_vllm_then_meta(tmp_path):
+    vllm_wheel(tmp_path, "0.9.2+volta.5")
+    plan = prepare(tmp_path)
+    names = [u.artifact.name for u in plan.uploads]
+    assert names == ["vllm", "vllm-volta"]
+    assert str(plan.uploads[1].artifact.version) == "0.9.2.5"
+    assert (tmp_path / "vllm_volta-0.9.2.5-py3-none-any.whl.sha256").is_file()
+
+
+def test_empty_build_needs_explicit_permission(tmp_path):
+    vllm_wheel(tmp_path, "0.9.2+volta.5.empty")
+    with pytest.raises(PublishRefused, match="--allow-empty-build"):
+        prepare(tmp_path)
+    assert prepare(tmp_path, allow_empty_build=True).series.is_empty_build
+
+
+def test_dry_run_table(tmp_path, monkeypatch):
+    vllm_wheel(tmp_path, "0.9.2+volta.5")
+    plan = prepare(tmp_path)
+    monkeypatch.setattr(publish, "list_project_files", _listing([]))
+    check_index(plan, CONFIG)
+    console = Console(record=True, width=200)
+    render_plan(plan, console, title="DRY RUN")
+    text = console.export_text()
+    assert "vllm-0.9.2+volta.5-py3-none-any.whl" in text
+    assert "vllm_volta-0.9.2.5-py3-none-any.whl" in text
+    assert "meta: requires vllm==0.9.2+volta.5" in text and text.count(" new ") == 2
+    refuse_conflicts(plan)  # nothing on the index: no refusal
+
+
+def test_existing_version_is_refused_before_any_upload(tmp_path, monkeypatch):
+    wheel = vllm_wheel(tmp_path, "0.9.2+volta.5")
+    plan = prepare(tmp_path)
+    sha = plan.uploads[0].artifact.sha256
+    on_index = [IndexFile(wheel.name, "u", sha, plan.uploads[0].artifact.version)]
+    monkeypatch.setattr(publish, "list_project_files", _listing(on_index))
+    uploaded = []
+    monkeypatch.setattr(publish, "_twine_upload", lambda c, p, progress: uploaded.append(p))
+    check_index(plan, CONFIG)
+    assert [u.status for u in plan.uploads] == ["exists (same file name)", "new"]
+    with pytest.raises(PublishRefused, match=r"vllm 0.9.2\+volta.5 is already on the index \(byte-identical"):
+        publish.upload_plan(plan, CONFIG, Console(file=None))
+    assert uploaded == []
+
+
+def test_other_file_of_same_version_counts(tmp_path, monkeypatch):
+    vllm_wheel(tmp_path, "0.9.2+volta.5")
+    plan = prepare(tmp_path)
+    other = IndexFile("vllm-0.9.2+volta.5-cp38-abi3-manylinux1_x86_64.whl", "u", "0" * 64,
+                      plan.uploads[0].artifact.version)
+    monkeypatch.setattr(publish, "list_project_files", _listing([other]))
+    check_index(plan, CONFIG)
+    assert plan.uploads[0].status == "exists (other files of this version)"
+    with pytest.raises(PublishRefused, match="bump the series number"):
+        refuse_conflicts(plan)
+
+
+def test_upload_order_and_hash_verification(tmp_path, monkeypatch):
+    vllm_wheel(tmp_path, "0.9.2+volta.5")
+    plan = prepare(tmp_path)
+    served = []
+
+    def fake_upload(config, path, progress):
+        artifact = next(u.artifact for u in plan.uploads if u.artifact.path == path)
+        served.append(IndexFile(path.name, "u", artifact.sha256, artifact.version))
+
+    monkeypatch.setattr(publish, "_twine_upload", fake_upload)
+    monkeypatch.setattr(publish, "list_project_files", _listing(served))
+    check_index(plan, CONFIG)
+    assert publish.upload_plan(plan, CONFIG, Console(quiet=True)) == []
+    assert [f.filename.split("-")[0] for f in served] == ["vllm", "vllm_volta"]
+
+    served[0] = IndexFile(served[0].filename, "u", "f" * 64, served[0].version)
+    with pytest.raises(IndexProblem, match="Do not install it"):
+        publish.verify_published(plan, CONFIG)
+    served[:] = [IndexFile(f.filename, "u", None, f.version) for f in served]
+    notes = publish.verify_published(plan, CONFIG)
+    assert len(notes) == 2 and "publishes no sha256" in notes[0]
