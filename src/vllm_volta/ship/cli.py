@@ -59,6 +59,8 @@ def _publish(args: argparse.Namespace) -> int:
     from vllm_volta.ship.index import IndexProblem, load_config
 
     console = Console()
+    if not console.is_terminal:  # logs and CI: do not fold the table at 80 columns
+        console = Console(width=160)
     try:
         plan = publish.prepare(args.dist, allow_empty_build=args.allow_empty_build)
         try:

@@ -107,16 +107,13 @@ def _size(n: int) -> str:
 
 def render_plan(plan: PublishPlan, console: Console, *, title: str) -> None:
     table = Table(title=title, title_justify="left")
-    for column in ("#", "file", "distribution", "version", "kind", "size", "sha256", "index"):
+    for column in ("#", "file", "kind", "size", "sha256", "on the index"):
         table.add_column(column, overflow="fold")
     for number, upload in enumerate(plan.uploads, 1):
         a = upload.artifact
         status = upload.status if plan.index else "not checked"
         style = "red" if upload.on_index else None
-        table.add_row(
-            str(number), a.filename, a.name, str(a.version), a.kind, _size(a.size),
-            a.sha256[:16] + "...", status, style=style,
-        )
+        table.add_row(str(number), a.filename, a.kind, _size(a.size), a.sha256[:12], status, style=style)
     console.print(table)
     console.print(f"index: {plan.index.describe() if plan.index else 'not configured'} ({plan.index_note})")
     if plan.series.is_empty_build:
