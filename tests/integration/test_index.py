@@ -115,6 +115,9 @@ def _public_standins(root: Path) -> None:
                     metadata=f"Metadata-Version: 2.1\nName: vllm\nVersion: {version}\n"
                              f"Summary: stand-in for PyPI's vllm {version}\n\n",
                     files={"vllm/__init__.py": f"__version__ = {version!r}\n".encode()})
+    # someone claims the meta name on the public index: pin it, or let the private index rank first
+    write_wheel(root, "vllm-volta", "99.0", sidecar=False,
+                metadata="Metadata-Version: 2.1\nName: vllm-volta\nVersion: 99.0\nSummary: squatter\n\n")
     write_wheel(root, DEP, "1.0", sidecar=False,
                 metadata=f"Metadata-Version: 2.1\nName: {DEP}\nVersion: 1.0\nSummary: dependency stand-in\n\n",
                 files={"volta_fixture_dep/__init__.py": b""})
@@ -178,13 +181,17 @@ import json, sys
 from importlib import metadata
 sys.path.insert(0, {src!r})
 from vllm_volta.ship.provenance import read_installed_provenance
+
+def version(name):
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
 provenance, path = read_installed_provenance("vllm")
 print(json.dumps({{
-    "vllm": metadata.version("vllm"),
-    "vllm-volta": (metadata.version("vllm-volta") if any(
-        d.metadata["Name"] == "vllm-volta" for d in metadata.distributions()) else None),
-    "requires": metadata.requires("vllm-volta") if any(
-        d.metadata["Name"] == "vllm-volta" for d in metadata.distributions()) else None,
+    "vllm": version("vllm"), "vllm-volta": version("vllm-volta"),
+    "requires": metadata.requires("vllm-volta") if version("vllm-volta") else None,
     "provenance": provenance, "provenance_path": path,
 }}))
 """
@@ -285,6 +292,15 @@ def test_pip_unpinned_vllm_is_outranked_by_public(world):
     assert _installed(python, env)["vllm"] == "0.10.0"
 
 
+def test_pip_unpinned_meta_name_can_be_squatted(world):
+    """Why docs/install.md pins vllm-volta==0.9.2.N for pip: an unpinned name takes the highest version."""
+    python, env = _pip_venv(world, "venv-pip-squat")
+    done = _run([str(python), "-m", "pip", "install", "--no-cache-dir", "--index-url", world["private"].simple,
+                 "--extra-index-url", world["public"].simple, "vllm-volta"], env)
+    assert done.returncode == 0, done.stderr
+    assert _installed(python, env)["vllm-volta"] == "99.0"
+
+
 def _uv_venv(world, name: str) -> tuple[Path, dict[str, str]]:
     env = _clean_env(world["base"])
     venv = world["base"] / name
@@ -312,6 +328,16 @@ def test_uv_index_priority_resolves_volta(world, requirement):
     installed = _installed(python, env)
     assert installed["vllm"] == str(world["series"].version)
     assert installed["provenance"]
+
+
+def test_uv_extra_index_url_for_pypi_does_not_resolve(world):
+    """uv ranks --extra-index-url above --index-url: PyPI then answers for vllm, and the pin fails."""
+    python, env = _uv_venv(world, "venv-uv-wrong-order")
+    done = _run([_uv(), "pip", "install", "--python", str(python), "--index-url", world["private"].simple,
+                 "--extra-index-url", world["public"].simple, *_uv_overrides(world),
+                 f"vllm-volta==0.9.2.{world['series'].n}+empty"], env)
+    assert done.returncode != 0
+    assert "unsatisfiable" in done.stderr
 
 
 @pytest.mark.parametrize("mode", ["priority", "explicit"])
