@@ -1,4 +1,4 @@
-"""`python -m vllm_volta series <verb>`: apply, refresh, check, status."""
+"""`python -m vllm_volta series <verb>`: apply, refresh (and --onto), check, status, upstream-report."""
 
 from __future__ import annotations
 
@@ -7,14 +7,30 @@ from pathlib import Path
 
 from .. import report
 from . import check as check_mod
-from . import model, stack, upstream
+from . import model, rebase, stack, upstream
 
 
 def _root(args) -> Path:
     return Path(args.root).resolve()
 
 
+def _refuse_mid_replay(args, verb: str) -> bool:
+    try:
+        state = rebase.in_progress(_root(args))
+    except (upstream.UpstreamError, rebase.RebaseError):
+        return False
+    if state is None:
+        return False
+    report.fail(
+        f"a replay onto {state['onto']['spec']} is in progress in upstream/ (branch {rebase.ONTO_BRANCH}); "
+        f"{verb} waits until it is finished: `nox -s refresh -- --continue`, `--accept` or `--abort`"
+    )
+    return True
+
+
 def cmd_apply(args) -> int:
+    if _refuse_mid_replay(args, "apply"):
+        return 1
     try:
         result = stack.apply(_root(args), tier=args.tier, force=args.force, progress=report.console.print)
     except stack.ApplyConflict as exc:
@@ -44,6 +60,10 @@ def _apply_table(result: stack.ApplyResult) -> None:
 
 
 def cmd_refresh(args) -> int:
+    if args.onto or args.cont or args.accept or args.abort:
+        return _cmd_onto(args)
+    if _refuse_mid_replay(args, "refresh"):
+        return 1
     try:
         result = stack.refresh(_root(args), progress=report.console.print)
     except (stack.StackError, upstream.UpstreamError) as exc:
@@ -51,6 +71,73 @@ def cmd_refresh(args) -> int:
         return 1
     report.show("refresh", ("file", "state"), result.files)
     report.console.print(f"{len(result.changed)} file(s) changed in {result.seconds:.2f}s")
+    return 0
+
+
+def _show_rebase(rep: rebase.Report) -> None:
+    report.show(f"{rep.title}: {rep.summary()}", rebase.COLUMNS, (r.cells() for r in rep.rows))
+    report.console.print(f"from: {rep.old}\nonto: {rep.onto.describe()}")
+    for note in rep.notes:
+        report.console.print(f"note: {note}")
+
+
+def _copy_report(args, text: str, default: Path | None) -> None:
+    for path in filter(None, (default, Path(args.report).resolve() if args.report else None)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        report.console.print(f"report: {path}")
+
+
+def _cmd_onto(args) -> int:
+    root, say = _root(args), report.console.print
+    try:
+        if args.onto and args.dry_run:
+            rep = rebase.dry_run(root, args.onto, progress=say)
+            _show_rebase(rep)
+            _copy_report(args, rep.markdown(), None)
+            return 0
+        if args.abort:
+            rebase.abort(root, progress=say)
+            return 0
+        if args.accept:
+            done = rebase.accept(root, progress=say)
+            report.show("refresh", ("file", "state"), done.refreshed.files)
+            say(
+                f"pin.toml: vLLM {done.pin.version}, sdist base commit {done.base}; "
+                f"{len(done.refreshed.changed)} file(s) under patches/ and series/ changed. "
+                f"The replay report stays at {done.report}. Run `nox -s check` and the tests, then commit "
+                "pin.toml, patches/ and series/ together"
+                + ("" if done.pin.commit else "; the pin says the git commit is not known")
+                + "."
+            )
+            return 0
+        rep = rebase.cont(root, progress=say) if args.cont else rebase.start(root, args.onto, progress=say)
+    except stack.ApplyConflict as exc:
+        _apply_table(exc.result)
+        report.fail(str(exc))
+        return 1
+    except (rebase.RebaseError, stack.StackError, upstream.UpstreamError, model.SeriesError) as exc:
+        report.fail(str(exc))
+        return 1
+    _show_rebase(rep)
+    say(rep.mode)
+    _copy_report(args, rep.markdown(), None)
+    say(f"report: {rebase.report_path(upstream.open_upstream(root))}")
+    return 1 if rep.stopped else 0
+
+
+def cmd_upstream_report(args) -> int:
+    root = _root(args)
+    try:
+        reps = rebase.upstream_report(root, count=args.count, versions=args.versions or None,
+                                      progress=report.console.print)
+    except (rebase.RebaseError, stack.StackError, upstream.UpstreamError, model.SeriesError) as exc:
+        report.fail(str(exc))
+        return 1
+    for rep in reps:
+        _show_rebase(rep)
+    default = rebase.state_dir(upstream.open_upstream(root)) / "upstream-report.md"
+    _copy_report(args, rebase.upstream_markdown(reps), default)
     return 0
 
 
@@ -103,7 +190,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tier", choices=model.TIERS, help="apply this tier and the ones before it only")
     p.add_argument("--force", action="store_true", help="drop branch commits that are not in the series (backed up)")
     p.set_defaults(func=cmd_apply)
-    sub.add_parser("refresh", help="rewrite patches/ and series/ from branch volta").set_defaults(func=cmd_refresh)
+    p = sub.add_parser("refresh", help="rewrite patches/ and series/ from branch volta; --onto replays it")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--onto", metavar="REF_OR_VERSION",
+                   help="replay the series onto a ref of upstream/ or a vLLM release (its PyPI sdist)")
+    g.add_argument("--continue", dest="cont", action="store_true",
+                   help="commit the resolution of the stopped patch and replay the rest")
+    g.add_argument("--accept", action="store_true",
+                   help="make the complete replay the series: move the pin, rewrite patches/ and series/")
+    g.add_argument("--abort", action="store_true", help="drop the replay; upstream/ back on branch volta")
+    p.add_argument("--dry-run", action="store_true", help="with --onto: classify only, change nothing")
+    p.add_argument("--report", metavar="PATH", help="also write the Markdown report here")
+    p.set_defaults(func=cmd_refresh)
+    p = sub.add_parser("upstream-report", help="dry runs of the series on the newest vLLM releases")
+    p.add_argument("-n", "--count", type=int, default=3, help="how many of the newest releases (default 3)")
+    p.add_argument("--report", metavar="PATH", help="also write the Markdown report here")
+    p.add_argument("versions", nargs="*", help="these releases instead of the newest")
+    p.set_defaults(func=cmd_upstream_report)
     sub.add_parser("check", help="check the series: files, numbering, headers, form, policy").set_defaults(func=cmd_check)
     sub.add_parser("status", help="show which patches branch volta holds").set_defaults(func=cmd_status)
     sub.add_parser("prove", help="run each patch's test on the pristine and the patched tree").set_defaults(func=cmd_prove)

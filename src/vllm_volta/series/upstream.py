@@ -305,3 +305,129 @@ def _walk(tree: pygit2.Tree):
             yield from _walk(entry)
         else:
             yield entry
+
+
+# ----------------------------------------------------------------------
+# other releases (for `refresh --onto` and `upstream-report`, docs/rebase.md)
+
+UPSTREAM_REF_PREFIX = "refs/volta/upstream/"
+
+
+def release_ref(version: str) -> str:
+    """Where the imported base commit of ``version``'s sdist is kept in upstream/."""
+    return f"{UPSTREAM_REF_PREFIX}{version}"
+
+
+def release_pin(
+    pin: Pin,
+    *,
+    version: str,
+    filename: str,
+    size: int,
+    sha256: str,
+    date: datetime,
+    commit: str = "",
+) -> Pin:
+    """The pin ``pin`` would become for another release's sdist.
+
+    Same url and exclusions; the import identity follows the pinned scheme
+    (the version in the author name, the same email, the upload day at
+    00:00 UTC as the date), so the base commit id depends on the sdist's
+    files only. ``commit`` is the git commit of tag v<version>, "" when it
+    is not known (then it is not invented).
+    """
+    author = (
+        pin.sdist.author.replace(pin.version, version)
+        if pin.version in pin.sdist.author
+        else f"vLLM {version} (PyPI sdist import)"
+    )
+    return Pin(
+        version=version,
+        tag=f"v{version}",
+        url=pin.url,
+        commit=commit,
+        sdist=Sdist(
+            filename=filename,
+            size=int(size),
+            sha256=sha256.lower(),
+            exclude=pin.sdist.exclude,
+            author=author,
+            email=pin.sdist.email,
+            date=date,
+            commit="",
+        ),
+    )
+
+
+def import_base(repo: pygit2.Repository, sdist: Path, pin: Pin, ref: str | None = None) -> pygit2.Oid:
+    """Import ``sdist`` as a parentless base commit the way :func:`materialize` does.
+
+    Nothing but the objects and ``ref`` (when given) is written: no branch,
+    HEAD or work tree changes.
+    """
+    tree = import_sdist_tree(repo, sdist, pin)
+    sig = base_signature(pin)
+    oid = repo.create_commit(None, sig, sig, base_message(pin), tree, [])
+    if ref:
+        repo.references.create(ref, oid, force=True)
+    return oid
+
+
+def _toml_str(value: str) -> str:
+    # A TOML basic string: JSON's escapes are all valid TOML escapes.
+    import json
+
+    return json.dumps(value, ensure_ascii=False)
+
+
+def pin_text(pin: Pin, *, base_commit: str, notes: tuple[str, ...] = ()) -> str:
+    """pin.toml for ``pin`` whose sdist import gives ``base_commit``.
+
+    ``notes`` are comment lines put under the header (how the pin moved).
+    An empty ``pin.commit`` is written as "" with a comment saying it is not
+    known, rather than a made-up id.
+    """
+    sd = pin.sdist
+    out = [
+        "# The upstream vLLM this series is written against. The pin moves only when a",
+        "# maintainer moves it (see docs/rebase.md).",
+        *(f"# {n}" for n in notes),
+        "",
+        "[upstream]",
+        f"version = {_toml_str(pin.version)}",
+        f"tag = {_toml_str(pin.tag)}",
+        f"url = {_toml_str(pin.url)}",
+    ]
+    if pin.commit:
+        out.append(f"# The commit tag {pin.tag} names, and the gitlink of the upstream/ submodule.")
+    else:
+        out += [
+            f"# The commit tag {pin.tag} names is NOT KNOWN here: the pin was moved from the",
+            "# PyPI sdist, and no git repository of vLLM was reachable. Fill it in (and the",
+            "# upstream/ submodule gitlink) where the submodule can be cloned; the sdist base",
+            "# commit below changes with it (its message names this commit), and",
+            "# `nox -s apply` on a fresh checkout reports the new id to put there.",
+        ]
+    out += [
+        f"commit = {_toml_str(pin.commit)}",
+        "",
+        "[upstream.sdist]",
+        "# Used when the submodule cannot be cloned: the same release from PyPI.",
+        f"filename = {_toml_str(sd.filename)}",
+        f"size = {sd.size}",
+        "# As the package index lists it; every download is checked against it.",
+        f"sha256 = {_toml_str(sd.sha256)}",
+        "# Files only the sdist has (setuptools writes them), left out of the base commit.",
+        "exclude = [" + ", ".join(_toml_str(e) for e in sd.exclude) + "]",
+        "",
+        "[upstream.sdist.base]",
+        "# The imported base commit is made with this fixed identity and date, so its",
+        "# id is the same on every machine.",
+        f"author = {_toml_str(sd.author)}",
+        f"email = {_toml_str(sd.email)}",
+        f"date = {_toml_str(sd.date.isoformat())}",
+        "# The id that identity, date and the sdist's files give; materializing checks it.",
+        f"commit = {_toml_str(base_commit)}",
+        "",
+    ]
+    return "\n".join(out)
