@@ -38,6 +38,7 @@ pytest.importorskip("twine", reason="twine not installed (requirements/ship.txt)
 
 from vllm_volta.ship.artifacts import find_vllm_wheels, wheel_metadata  # noqa: E402
 from vllm_volta.ship.cli import main as ship  # noqa: E402
+from vllm_volta.ship.meta import meta_version_for  # noqa: E402
 from vllm_volta.ship.wheelwrite import write_wheel  # noqa: E402
 
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -105,8 +106,8 @@ def _fixture_vllm(dist: Path, version: str = "0.9.2+volta.1.empty") -> Path:
     provenance = {"fixture": True, "series_version": 1, "base": "vllm 0.9.2 sdist",
                   "route": "empty (fixture)"}
     return write_wheel(dist, "vllm", version, metadata="\n".join(lines) + "\n\n",
-                       files={"vllm/__init__.py": f"__version__ = {version!r}\n".encode(),
-                              "vllm/volta_provenance.json": json.dumps(provenance).encode()})
+                       files={"vllm/__init__.py": f"__version__ = {version!r}\n".encode()},
+                       dist_info_files={"volta_provenance.json": json.dumps(provenance).encode()})
 
 
 def _public_standins(root: Path) -> None:
@@ -212,11 +213,11 @@ def _drop_vllm_deps(world) -> list[str]:
 
 
 def test_publish_to_private_index(world, publisher_env, capsys):
-    assert ship(["publish", "--dist", str(world["dist"]), "--allow-empty-build"]) == 0
+    assert ship(["publish", "--dist", str(world["dist"]), "--allow-empty-build", "--allow-dev-build"]) == 0
     out = capsys.readouterr().out
     files = world["private"].files()
     version = world["series"].version
-    assert f"vllm_volta-0.9.2.{world['series'].n}+empty-py3-none-any.whl" in files
+    assert f"vllm_volta-{meta_version_for(world['series'])}-py3-none-any.whl" in files
     assert any(f.startswith(f"vllm-{version}-") for f in files)
     assert "published 2 files" in out
     # the index serves the hash recorded in each sidecar
@@ -227,14 +228,14 @@ def test_publish_to_private_index(world, publisher_env, capsys):
 
 def test_republish_is_refused(world, publisher_env, capsys):
     before = world["private"].files()
-    assert ship(["publish", "--dist", str(world["dist"]), "--allow-empty-build"]) == 1
+    assert ship(["publish", "--dist", str(world["dist"]), "--allow-empty-build", "--allow-dev-build"]) == 1
     out = capsys.readouterr().out
     assert "refusing to re-upload an existing version" in out and "byte-identical" in out
     assert world["private"].files() == before
 
 
 def test_dry_run_reports_the_conflict(world, publisher_env, capsys):
-    assert ship(["publish", "--dist", str(world["dist"]), "--allow-empty-build", "--dry-run"]) == 1
+    assert ship(["publish", "--dist", str(world["dist"]), "--allow-empty-build", "--allow-dev-build", "--dry-run"]) == 1
     out = capsys.readouterr().out
     assert "DRY RUN" in out and "exists (same file name)" in out
 
@@ -243,7 +244,7 @@ def test_upload_needs_the_token(world, publisher_env, monkeypatch, capsys, tmp_p
     """A wrong token is refused by the index itself (HTTP 401/403) with a clear message."""
     monkeypatch.setenv("VLLM_VOLTA_INDEX_TOKEN", "wrong")
     _fixture_vllm(tmp_path, "0.9.2+volta.99.empty")  # a new version: the existence check passes
-    assert ship(["publish", "--dist", str(tmp_path), "--allow-empty-build"]) == 1
+    assert ship(["publish", "--dist", str(tmp_path), "--allow-empty-build", "--allow-dev-build"]) == 1
     assert "HTTP 40" in capsys.readouterr().out
     assert not any("volta.99" in f for f in world["private"].files())
 
@@ -271,7 +272,7 @@ def _pip_install(python: Path, env, world, *requirements: str) -> subprocess.Com
 def test_pip_installs_the_volta_build_despite_public_vllm(world):
     """docs/install.md, pip: --index-url PRIVATE --extra-index-url PyPI, vllm-volta pinned."""
     python, env = _pip_venv(world, "venv-pip")
-    meta_version = f"0.9.2.{world['series'].n}+empty"
+    meta_version = str(meta_version_for(world["series"]))
     done = _pip_install(python, env, world, f"vllm-volta=={meta_version}")
     assert done.returncode == 0, done.stdout + done.stderr
     installed = _installed(python, env)
@@ -335,7 +336,7 @@ def test_uv_extra_index_url_for_pypi_does_not_resolve(world):
     python, env = _uv_venv(world, "venv-uv-wrong-order")
     done = _run([_uv(), "pip", "install", "--python", str(python), "--index-url", world["private"].simple,
                  "--extra-index-url", world["public"].simple, *_uv_overrides(world),
-                 f"vllm-volta==0.9.2.{world['series'].n}+empty"], env)
+                 f"vllm-volta=={meta_version_for(world['series'])}"], env)
     assert done.returncode != 0
     assert "unsatisfiable" in done.stderr
 
@@ -352,7 +353,7 @@ def test_uv_project(world, mode):
     """
     project = world["base"] / f"serving-host-{mode}"
     project.mkdir()
-    meta_version = f"0.9.2.{world['series'].n}+empty"
+    meta_version = str(meta_version_for(world["series"]))
     drop = _drop_vllm_deps(world)
     overrides = "".join(f'    "{n} ; python_version < \'0\'",\n' for n in drop)
     dependencies = [f"vllm-volta=={meta_version}"]

@@ -19,7 +19,8 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
 VLLM_BASE = "0.9.2"
-_LOCAL_RE = re.compile(r"^volta\.(?P<n>\d+)(?P<rest>(?:\.[a-z0-9]+)*)$")
+_LOCAL_RE = re.compile(r"^volta\.(?P<n>\d+(?:\.\d+)*)(?P<rest>(?:\.[a-z0-9]+)*)$")
+_BUILD_LABEL_RE = re.compile(r"^(empty|cu\d+)$")
 
 
 class ArtifactError(Exception):
@@ -28,11 +29,25 @@ class ArtifactError(Exception):
 
 @dataclass(frozen=True)
 class SeriesVersion:
-    """The parts of ``0.9.2+volta.N[.label...]``."""
+    """The parts of ``0.9.2+volta.N[.label...]``.
+
+    ``n`` is the series release (the project's tag ``vN``, e.g. ``3`` or
+    ``3.1``). Labels ``cuXYZ`` (vLLM's CUDA suffix) and ``empty`` describe the
+    build; any other label (``dev2``, ``g1a2b3c4``, ``post1``...) marks an
+    untagged development build.
+    """
 
     version: Version
-    n: int
+    n: str
     labels: tuple[str, ...]
+
+    @property
+    def dev_labels(self) -> tuple[str, ...]:
+        return tuple(label for label in self.labels if not _BUILD_LABEL_RE.match(label))
+
+    @property
+    def is_release(self) -> bool:
+        return not self.dev_labels
 
     @property
     def is_empty_build(self) -> bool:
@@ -42,12 +57,13 @@ class SeriesVersion:
     @property
     def kind(self) -> str:
         if self.is_empty_build:
-            return "NO CUDA kernels (VLLM_TARGET_DEVICE=empty), test build"
-        cuda = [label for label in self.labels if label.startswith("cu")]
-        if cuda:
-            digits = cuda[0][2:]
-            return f"CUDA {digits[:-1]}.{digits[-1]} build"
-        return "CUDA build"
+            kind = "NO CUDA kernels (VLLM_TARGET_DEVICE=empty), test build"
+        else:
+            cuda = [label for label in self.labels if re.fullmatch(r"cu\d+", label)]
+            kind = f"CUDA {cuda[0][2:-1]}.{cuda[0][-1]} build" if cuda else "CUDA build"
+        if not self.is_release:
+            kind += ", untagged dev build"
+        return kind
 
 
 def parse_series_version(text: str | Version) -> SeriesVersion:
@@ -62,7 +78,7 @@ def parse_series_version(text: str | Version) -> SeriesVersion:
             "which sets the version."
         )
     labels = tuple(p for p in match.group("rest").split(".") if p)
-    return SeriesVersion(version=version, n=int(match.group("n")), labels=labels)
+    return SeriesVersion(version=version, n=match.group("n"), labels=labels)
 
 
 def sha256_of(path: Path) -> str:

@@ -23,6 +23,8 @@ def _parser() -> argparse.ArgumentParser:
     publish.add_argument("--dry-run", action="store_true", help="show what would be uploaded; upload nothing")
     publish.add_argument("--allow-empty-build", action="store_true",
                          help="permit a VLLM_TARGET_DEVICE=empty wheel (test indexes only)")
+    publish.add_argument("--allow-dev-build", action="store_true",
+                         help="permit an untagged +volta.N.devM... wheel (test indexes only)")
 
     meta = verbs.add_parser("meta", help="build the vllm-volta meta wheel beside the vllm wheel")
     meta.add_argument("--dist", type=Path, default=Path("dist"))
@@ -62,7 +64,8 @@ def _publish(args: argparse.Namespace) -> int:
     if not console.is_terminal:  # logs and CI: do not fold the table at 80 columns
         console = Console(width=160)
     try:
-        plan = publish.prepare(args.dist, allow_empty_build=args.allow_empty_build)
+        plan = publish.prepare(args.dist, allow_empty_build=args.allow_empty_build,
+                               allow_dev_build=args.allow_dev_build)
         try:
             config = load_config(need_token=not args.dry_run)
         except IndexProblem as exc:

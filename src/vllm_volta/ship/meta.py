@@ -17,6 +17,7 @@ from pathlib import Path
 from packaging.version import Version
 
 from vllm_volta.ship.artifacts import Artifact, SeriesVersion, wheel_metadata
+from vllm_volta.ship.provenance import FILENAME as PROVENANCE_FILE
 from vllm_volta.ship.provenance import read_wheel_provenance
 from vllm_volta.ship.wheelwrite import write_wheel
 
@@ -41,9 +42,14 @@ class MetaSpec:
 
 
 def meta_version_for(series: SeriesVersion) -> Version:
-    """``0.9.2+volta.N`` -> ``0.9.2.N``; an empty build keeps its label: ``0.9.2.N+empty``."""
+    """``0.9.2+volta.N`` -> ``0.9.2.N``; labels stay as a local version.
+
+    ``0.9.2+volta.3.cu124`` -> ``0.9.2.3+cu124``, ``0.9.2+volta.3.empty`` ->
+    ``0.9.2.3+empty``: one meta version per vllm version, so two builds never
+    collide on the index.
+    """
     base = f"{series.version.public}.{series.n}"
-    return Version(f"{base}+empty" if series.is_empty_build else base)
+    return Version(f"{base}+{'.'.join(series.labels)}" if series.labels else base)
 
 
 def spec_for(wheels: list[Artifact], series: SeriesVersion) -> MetaSpec:
@@ -98,7 +104,7 @@ def build_meta_wheel(spec: MetaSpec, out_dir: Path) -> Path:
     }
     extra = {"volta-pin.json": (json.dumps(pin, indent=2, sort_keys=True) + "\n").encode()}
     if spec.provenance:
-        extra["volta-provenance.json"] = (
+        extra[PROVENANCE_FILE] = (
             json.dumps(spec.provenance, indent=2, sort_keys=True) + "\n"
         ).encode()
     return write_wheel(

@@ -1,29 +1,25 @@
 """Read the series provenance that the build wing embeds in the vllm wheel.
 
-The build wing writes a JSON file whose name contains ``volta`` and
-``provenance`` either in the ``vllm`` package or in the wheel's ``.dist-info``.
-This module finds it in a wheel file or in an installed distribution, without
-importing vllm (which needs torch). Stdlib only: it runs on fleet hosts.
+The build wing (``vllm_volta.build.provenance``) writes ``volta_provenance.json``
+into the wheel's ``.dist-info``. This module reads it from a wheel file or from
+an installed distribution without importing vllm (which needs torch). Stdlib
+only: it runs on fleet hosts.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import zipfile
 from importlib import metadata
 from pathlib import Path
 
-_NAME_RE = re.compile(r"(^|[^a-z])volta[^/]*provenance[^/]*\.json$", re.IGNORECASE)
+FILENAME = "volta_provenance.json"
 
 
 def is_provenance_member(member: str) -> bool:
-    """True for ``vllm/<..volta..provenance..>.json`` or ``<dist-info>/<same>``."""
+    """True for ``<name>-<version>.dist-info/volta_provenance.json``."""
     parts = member.replace("\\", "/").split("/")
-    if len(parts) != 2:
-        return False
-    top, base = parts
-    return (top == "vllm" or top.endswith(".dist-info")) and bool(_NAME_RE.search(base))
+    return len(parts) == 2 and parts[0].endswith(".dist-info") and parts[1] == FILENAME
 
 
 def read_wheel_provenance(wheel: Path) -> dict | None:

@@ -62,9 +62,17 @@ class PublishPlan:
         return [u for u in self.uploads if u.on_index]
 
 
-def prepare(dist: Path, *, allow_empty_build: bool = False) -> PublishPlan:
+def prepare(dist: Path, *, allow_empty_build: bool = False, allow_dev_build: bool = False) -> PublishPlan:
     """Check dist/ and (re)build the meta wheel beside the vllm wheels."""
     wheels, series = find_vllm_wheels(dist)
+    if not series.is_release and not allow_dev_build:
+        raise PublishRefused(
+            f"vllm {series.version} is an untagged development build (labels "
+            f"{'.'.join(series.dev_labels)}). On a shared index its meta version would outrank the "
+            f"release for `pip install vllm-volta==0.9.2.{series.n}` (a local label sorts higher). "
+            "Tag the series release (git tag vN) and rebuild, or pass --allow-dev-build to publish "
+            "it to a test index."
+        )
     if series.is_empty_build and not allow_empty_build:
         raise PublishRefused(
             f"vllm {series.version} was built with VLLM_TARGET_DEVICE=empty: it has no CUDA "
@@ -137,8 +145,9 @@ def refuse_conflicts(plan: PublishPlan) -> None:
     raise PublishRefused(
         "refusing to re-upload an existing version; nothing was uploaded.\n"
         + "\n".join(lines)
-        + "\nA published version is immutable: bump the series number (0.9.2+volta.N+1) and "
-        "rebuild. If the earlier upload was broken, delete that version on the index by hand first."
+        + "\nA published version is immutable: tag the next series release (git tag vN+1, giving "
+        "0.9.2+volta.N+1) and rebuild. If the earlier upload was broken, delete that version on the "
+        "index by hand first."
     )
 
 

@@ -14,16 +14,18 @@ from .wheels import vllm_wheel
 
 
 @pytest.mark.parametrize(
-    ("text", "n", "labels", "empty"),
+    ("text", "n", "labels", "empty", "release"),
     [
-        ("0.9.2+volta.1", 1, (), False),
-        ("0.9.2+volta.12.cu124", 12, ("cu124",), False),
-        ("0.9.2+volta.3.empty", 3, ("empty",), True),
+        ("0.9.2+volta.1", "1", (), False, True),
+        ("0.9.2+volta.12.cu124", "12", ("cu124",), False, True),
+        ("0.9.2+volta.3.empty", "3", ("empty",), True, True),
+        ("0.9.2+volta.3.1", "3.1", (), False, True),
+        ("0.9.2+volta.3.1.dev2.g1a2b3c4.empty", "3.1", ("dev2", "g1a2b3c4", "empty"), True, False),
     ],
 )
-def test_series_version_parts(text, n, labels, empty):
+def test_series_version_parts(text, n, labels, empty, release):
     series = parse_series_version(text)
-    assert (series.n, series.labels, series.is_empty_build) == (n, labels, empty)
+    assert (series.n, series.labels, series.is_empty_build, series.is_release) == (n, labels, empty, release)
 
 
 @pytest.mark.parametrize("text", ["0.9.2", "0.9.2+cu124", "0.9.3+volta.1", "0.9.2+voltage.1", "0.9.2+volta"])
@@ -34,6 +36,7 @@ def test_not_a_series_version(text):
 
 def test_kind_labels():
     assert parse_series_version("0.9.2+volta.1.cu124").kind == "CUDA 12.4 build"
+    assert parse_series_version("0.9.2+volta.1.dev3.gabc").kind == "CUDA build, untagged dev build"
     assert "VLLM_TARGET_DEVICE=empty" in parse_series_version("0.9.2+volta.1.empty").kind
 
 
@@ -41,7 +44,7 @@ def test_checked_wheel(tmp_path):
     wheel = vllm_wheel(tmp_path, "0.9.2+volta.2")
     artifact, series = check_vllm_wheel(wheel)
     assert artifact.name == "vllm" and str(artifact.version) == "0.9.2+volta.2"
-    assert artifact.sha256 == read_sidecar(wheel) and series.n == 2
+    assert artifact.sha256 == read_sidecar(wheel) and series.n == "2"
 
 
 def test_bare_digest_sidecar(tmp_path):

@@ -13,7 +13,7 @@ HEALTHY = {
                       "triton": "3.3.0", "xformers": "0.0.30"},
     "vllm_volta_requires": ["vllm==0.9.2+volta.3"],
     "provenance": {"series": "v3", "patches": 9},
-    "provenance_path": "/venv/lib/python3.12/site-packages/vllm/volta_provenance.json",
+    "provenance_path": "/venv/lib/python3.12/site-packages/vllm-0.9.2+volta.3.dist-info/volta_provenance.json",
     "probe": {
         "torch": {"version": "2.7.0+cu126", "cuda": "12.6", "cuda_available": True,
                   "arch_flags": "-gencode compute=compute_70,code=sm_70",

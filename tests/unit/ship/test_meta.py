@@ -13,7 +13,8 @@ from .wheels import PROVENANCE, vllm_wheel
 
 @pytest.mark.parametrize(
     ("vllm", "meta"),
-    [("0.9.2+volta.4", "0.9.2.4"), ("0.9.2+volta.4.cu124", "0.9.2.4"), ("0.9.2+volta.4.empty", "0.9.2.4+empty")],
+    [("0.9.2+volta.4", "0.9.2.4"), ("0.9.2+volta.4.cu124", "0.9.2.4+cu124"),
+     ("0.9.2+volta.4.empty", "0.9.2.4+empty"), ("0.9.2+volta.4.1.dev2.gab12.empty", "0.9.2.4.1+dev2.gab12.empty")],
 )
 def test_meta_version(vllm, meta):
     assert str(meta_version_for(parse_series_version(vllm))) == meta
@@ -35,7 +36,7 @@ def test_meta_requires_exactly_the_build(tmp_path):
         names = archive.namelist()
         assert all(n.startswith("vllm_volta-0.9.2.3.dist-info/") for n in names)
         pin = json.loads(archive.read("vllm_volta-0.9.2.3.dist-info/volta-pin.json"))
-        provenance = json.loads(archive.read("vllm_volta-0.9.2.3.dist-info/volta-provenance.json"))
+        provenance = json.loads(archive.read("vllm_volta-0.9.2.3.dist-info/volta_provenance.json"))
     assert pin["files"] == [{"filename": wheels[0].filename, "sha256": wheels[0].sha256}]
     assert provenance == PROVENANCE
 

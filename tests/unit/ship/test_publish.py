@@ -32,6 +32,14 @@ def test_empty_build_needs_explicit_permission(tmp_path):
     assert prepare(tmp_path, allow_empty_build=True).series.is_empty_build
 
 
+def test_dev_build_needs_explicit_permission(tmp_path):
+    vllm_wheel(tmp_path, "0.9.2+volta.5.1.dev2.gab12")
+    with pytest.raises(PublishRefused, match="untagged development build"):
+        prepare(tmp_path)
+    plan = prepare(tmp_path, allow_dev_build=True)
+    assert str(plan.uploads[-1].artifact.version) == "0.9.2.5.1+dev2.gab12"
+
+
 def test_dry_run_table(tmp_path, monkeypatch):
     vllm_wheel(tmp_path, "0.9.2+volta.5")
     plan = prepare(tmp_path)
@@ -69,7 +77,7 @@ def test_other_file_of_same_version_counts(tmp_path, monkeypatch):
     monkeypatch.setattr(publish, "list_project_files", _listing([other]))
     check_index(plan, CONFIG)
     assert plan.uploads[0].status == "exists (other files of this version)"
-    with pytest.raises(PublishRefused, match="bump the series number"):
+    with pytest.raises(PublishRefused, match="tag the next series release"):
         refuse_conflicts(plan)
 
 

@@ -20,9 +20,8 @@ def vllm_wheel(out: Path, version: str = "0.9.2+volta.1.empty", *, cuda_ext: boo
              "Summary: FIXTURE standing in for vLLM (no real code)", "Requires-Python: >=3.9"]
     lines += [f"Requires-Dist: {r}" for r in requires]
     files = {"vllm/__init__.py": f"__version__ = {version!r}\n".encode()}
-    if provenance is not None:
-        files["vllm/volta_provenance.json"] = json.dumps(provenance).encode()
+    info = {} if provenance is None else {"volta_provenance.json": json.dumps(provenance).encode()}
     if cuda_ext:
         files["vllm/_C.abi3.so"] = b"\x7fELF fixture"
     return write_wheel(out, "vllm", version, metadata="\n".join(lines) + "\n\n", files=files,
-                       sidecar=sidecar)
+                       dist_info_files=info, sidecar=sidecar)

@@ -214,7 +214,8 @@ def _check_vllm(facts: dict) -> list[Check]:
         checks.append(Check("vllm_volta.meta", PASS, f"vllm-volta {meta} pins vllm=={version}"))
     provenance = facts.get("provenance")
     if provenance:
-        summary = ", ".join(f"{k}={provenance[k]}" for k in sorted(provenance)[:6])
+        summary = json.dumps({k: provenance[k] for k in ("version", "kernel_route", "series")
+                              if k in provenance} or provenance, sort_keys=True)[:300]
         checks.append(Check("vllm.provenance", PASS, f"{facts.get('provenance_path')}: {summary}"))
     else:
         checks.append(Check("vllm.provenance", WARN, "no series provenance file in the installed vllm"))
