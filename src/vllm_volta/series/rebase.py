@@ -37,6 +37,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pygit2
+from packaging.version import InvalidVersion, Version
 from pygit2.enums import CheckoutStrategy, FileStatus
 
 from . import model, patchfile, releases, stack, upstream
@@ -239,10 +240,38 @@ def classify(repo: pygit2.Repository, tip: pygit2.Commit, old: pygit2.Commit) ->
             elif now == mine:
                 notes.append(f"{new_path}: already upstream")
             else:
-                notes.append(f"{new_path}: changed upstream, merged")
+                notes.append(f"{new_path}: changed upstream ({_churn(repo, before, now)}), merged")
     if exact:
         return Step(CLEAN, files, "applies exactly (preimage unchanged)", tree)
     return Step(MERGED, files, "; ".join(notes), tree)
+
+
+def _churn(repo: pygit2.Repository, before: tuple[str, int] | None, now: tuple[str, int]) -> str:
+    """How much upstream changed a file: '+added -deleted' lines."""
+    if before is None:
+        return "new"
+    old_blob, new_blob = repo[before[0]], repo[now[0]]
+    if old_blob.is_binary or new_blob.is_binary:
+        return "binary"
+    _, added, deleted = old_blob.diff(new_blob).line_stats
+    return f"+{added} -{deleted} lines"
+
+
+_FIXED_RE = re.compile(r"fixed upstream in v?(\d+(?:\.\d+)+)", re.IGNORECASE)
+
+
+def status_hint(old: pygit2.Commit, version: str) -> str:
+    """A note when the patch's Upstream-Status says the target release has the fix."""
+    status = patchfile.parse_trailers(old.message.partition("\n")[2]).get("Upstream-Status", "")
+    m = _FIXED_RE.search(status)
+    if not (m and version):
+        return ""
+    try:
+        if Version(m.group(1)) > Version(version):
+            return ""
+    except InvalidVersion:
+        return ""
+    return f"Upstream-Status says fixed upstream in v{m.group(1)}: check its Drop-When"
 
 
 def _conflict_detail(repo, scratch, diff, path, a, o, t) -> str:
@@ -344,6 +373,7 @@ def replay(
     *,
     stop: bool,
     first: int = 1,
+    version: str = "",
     progress: Progress = print,
 ) -> tuple[list[Row], pygit2.Commit, int | None]:
     """Cherry-pick ``olds`` onto ``tip`` in memory (objects only, no refs).
@@ -358,6 +388,9 @@ def replay(
         number = first + i
         step = classify(repo, tip, old)
         row = Row(number, entry.name, entry.tier, step.klass, step.files, step.detail)
+        hint = status_hint(old, version)
+        if hint and step.klass != OBSOLETE:
+            row.detail += f"; {hint}"
         touched = {p.split(" -> ")[-1] for p in step.files} | {p.split(" -> ")[0] for p in step.files}
         shared = [n for n, paths in skipped if paths & touched]
         if shared:
@@ -405,7 +438,8 @@ def series_commits(root: Path, up: Upstream, progress: Progress = print) -> tupl
 
 def _old_words(root: Path, up: Upstream) -> str:
     pin = upstream.Pin.load(root)
-    return f"vLLM {pin.version} (base {up.base.id}, {up.describe()})"
+    how = "PyPI sdist import" if up.source == upstream.SOURCE_SDIST else "git submodule"
+    return f"vLLM {pin.version}, base commit {up.base.id} ({how})"
 
 
 # ----------------------------------------------------------------------
@@ -422,7 +456,8 @@ def dry_run(root: Path | str, onto: str, *, progress: Progress = print) -> Repor
 
 
 def _dry(root, up, entries, olds, target: Target, progress) -> Report:
-    rows, _, _ = replay(up.repo, entries, olds, up.repo[target.base], stop=False, progress=progress)
+    rows, _, _ = replay(up.repo, entries, olds, up.repo[target.base], stop=False, version=target.version,
+                        progress=progress)
     skipped = [f"{r.number:04d}" for r in rows if r.klass in STOPS]
     notes = []
     if skipped:
@@ -577,7 +612,8 @@ def _go(up: Upstream, state: dict, tip: pygit2.Commit, progress: Progress) -> Re
     todo = entries[state["next"]:]
     names = [model.Entry(e["name"], e["tier"], 0) for e in todo]
     olds = [repo[e["commit"]] for e in todo]
-    rows, new_tip, stopped = replay(repo, names, olds, tip, stop=True, first=state["next"] + 1, progress=progress)
+    rows, new_tip, stopped = replay(repo, names, olds, tip, stop=True, first=state["next"] + 1,
+                                    version=state["onto"]["version"], progress=progress)
     state["rows"] += [dataclasses.asdict(r) for r in rows]
     if new_tip.id != tip.id:
         progress(f"checking out {ONTO_BRANCH} at {new_tip.short_id} in {up.path}")

@@ -104,7 +104,7 @@ def test_dry_run_classifies_each_patch_and_changes_nothing(root):
     assert [r.klass for r in rep.rows] == CLASSES
     by = {r.klass: r for r in rep.rows}
     assert by[rebase.CLEAN].detail.startswith("applies exactly")
-    assert "a.py: changed upstream, merged" in by[rebase.MERGED].detail
+    assert "a.py: changed upstream (+2 -2 lines), merged" in by[rebase.MERGED].detail
     assert "candidate to drop" in by[rebase.OBSOLETE].detail
     assert "a.py: hunk @@ -" in by[rebase.CONFLICT].detail and "left out" in by[rebase.CONFLICT].detail
     assert "gone.py: gone upstream" in by[rebase.MISSING].detail
@@ -152,6 +152,16 @@ def test_dry_run_goes_on_without_a_conflicting_patch_and_says_so(tmp_path):
     assert [r.klass for r in rep.rows] == [rebase.CONFLICT, rebase.CONFLICT]
     assert "replayed without 0001" in rep.rows[1].detail
     assert any("went on without" in n for n in rep.notes)
+
+
+def test_a_fix_upstream_status_is_pointed_out_when_the_target_has_it(tmp_path):
+    repo = pygit2.init_repository(str(tmp_path / "r"), bare=True)
+    sig = pygit2.Signature("D", "d@invalid", 1, 0)
+    tree = repo.TreeBuilder().write()
+    msg = "s\n\nbody\n\nUpstream-Status: fixed upstream in v0.10.0 (PR #1)\nTier: optional\n"
+    old = repo[repo.create_commit(None, sig, sig, msg, tree, [])]
+    assert "fixed upstream in v0.10.0" in rebase.status_hint(old, "0.10.1")
+    assert rebase.status_hint(old, "0.9.2") == "" and rebase.status_hint(old, "") == ""
 
 
 # -- stop, continue, abort, accept --------------------------------------
