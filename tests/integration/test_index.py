@@ -89,7 +89,7 @@ class Index:
             except OSError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
                     self.stop()
-                    raise RuntimeError(f"pypiserver did not start; see {self.log.name}")
+                    raise RuntimeError(f"pypiserver did not start; see {self.log.name}") from None
                 time.sleep(0.2)
 
     def stop(self) -> None:

@@ -18,7 +18,6 @@ from typing import Mapping
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import requests
-from pypi_simple import ProjectPage
 from packaging.utils import (
     InvalidSdistFilename,
     InvalidWheelFilename,
@@ -27,6 +26,7 @@ from packaging.utils import (
     parse_wheel_filename,
 )
 from packaging.version import Version
+from pypi_simple import ProjectPage
 
 ENV_URL = "VLLM_VOLTA_INDEX_URL"
 ENV_SIMPLE = "VLLM_VOLTA_INDEX_SIMPLE_URL"
@@ -139,7 +139,7 @@ def list_project_files(
             allow_redirects=False,
         )
     except requests.RequestException as exc:
-        raise IndexProblem(f"cannot read {redact(url)}: {exc}. Is the index up and the URL right?")
+        raise IndexProblem(f"cannot read {redact(url)}: {exc}. Is the index up and the URL right?") from exc
     if response.status_code == 404 or response.is_redirect:
         # 404: no such project. A redirect: a pypiserver-style fallback to PyPI,
         # which means the private index holds no file for it.
