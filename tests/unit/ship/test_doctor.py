@@ -101,7 +101,8 @@ def test_relevant_env_hides_secrets():
 def test_gather_facts_on_a_machine_without_gpu(monkeypatch):
     """Real probing here (torch only): no nvidia-smi, no GPU; each gap is a fact, not a crash."""
     real = doctor.run_probe
-    monkeypatch.setattr(doctor, "run_probe", lambda timeout=300: real(timeout, with_vllm=False))
+    monkeypatch.setattr(doctor, "run_probe",
+                        lambda timeout=300, env=None: real(timeout, with_vllm=False, env=env))
     data = doctor.gather_facts({"NCCL_PROTO": "simple", "PATH": "/bin"})
     assert data["env"] == {"NCCL_PROTO": "simple"}
     assert data["probe"]["vllm"] is None and "torch" in data["probe"]

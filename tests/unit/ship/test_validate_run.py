@@ -85,3 +85,16 @@ def test_validate_on_two_v100s(tmp_path, monkeypatch):
     assert [(s["id"], s["status"]) for s in data["steps"]] == [
         ("doctor", "pass"), ("import", "pass"), ("serve-1gpu", "pass"), ("serve-tp2", "pass"), ("serve-tp4", "skip")]
     assert run.validate(Options(require_tp=True), tmp_path / "r2.json", say=lambda s: None, facts=HEALTHY) == 1
+
+
+def test_doctor_probes_with_the_serve_environment(tmp_path, monkeypatch):
+    seen = {}
+
+    def gather(env):
+        seen.update(env)
+        return facts(nvidia_smi__gpus=[])
+
+    monkeypatch.setattr(run.doctor, "gather_facts", gather)
+    monkeypatch.setattr(run, "run_import", lambda step: run.StepResult("import", "pass", 0.1, "vllm x"))
+    run.validate(Options(), tmp_path / "r.json", say=lambda s: None)
+    assert seen["VLLM_ATTENTION_BACKEND"] == "TORCH_SDPA" and seen["NCCL_PROTO"] == "simple"

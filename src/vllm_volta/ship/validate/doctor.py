@@ -74,11 +74,12 @@ def _meta_requires() -> list[str]:
         return []
 
 
-def run_probe(timeout: float = 300, with_vllm: bool = True) -> dict:
+def run_probe(timeout: float = 300, with_vllm: bool = True, env: Mapping[str, str] | None = None) -> dict:
     script = Path(__file__).with_name("probe.py")
     command = [sys.executable, str(script)] + ([] if with_vllm else ["--no-vllm"])
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                              env=None if env is None else dict(env))
     except subprocess.TimeoutExpired:
         return {"error": f"probe timed out after {timeout:.0f} s importing torch/vllm"}
     marker = done.stdout.rfind("@@PROBE@@")
@@ -89,6 +90,7 @@ def run_probe(timeout: float = 300, with_vllm: bool = True) -> dict:
 
 
 def gather_facts(env: Mapping[str, str] | None = None, *, probe_timeout: float = 300) -> dict:
+    """Facts of this host; torch and vllm are probed in a child run with ``env``."""
     env = os.environ if env is None else env
     gpus, driver, smi_error = nvidia_smi()
     provenance, provenance_path = read_installed_provenance("vllm")
@@ -103,7 +105,7 @@ def gather_facts(env: Mapping[str, str] | None = None, *, probe_timeout: float =
         "vllm_volta_requires": _meta_requires(),
         "provenance": provenance,
         "provenance_path": provenance_path,
-        "probe": run_probe(probe_timeout),
+        "probe": run_probe(probe_timeout, env=env),
         "env": relevant_env(env),
     }
 

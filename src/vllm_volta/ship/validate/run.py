@@ -22,7 +22,7 @@ from typing import Callable
 
 from vllm_volta.ship.validate import doctor
 from vllm_volta.ship.validate.garbage import judge_record
-from vllm_volta.ship.validate.plan import Options, Step, build_plan
+from vllm_volta.ship.validate.plan import STRATEGY_ENV, Options, Step, build_plan
 
 POLL_S = 2.0  # seconds between /health polls
 _BACKEND_RE = re.compile(r"Using (\S+(?: \S+)*?) backend")
@@ -174,7 +174,9 @@ def validate(options: Options, report_path: Path, say: Callable[[str], None] = p
 
     t0 = time.monotonic()
     say("[doctor] gathering facts (imports torch and vllm in a child process)")
-    facts = facts if facts is not None else doctor.gather_facts()
+    # the doctor sees the environment the serve steps get (the strategy note's settings)
+    env = {**os.environ, **(STRATEGY_ENV if options.strategy_env else {})}
+    facts = facts if facts is not None else doctor.gather_facts(env)
     checks = doctor.diagnose(facts, allow_non_volta=options.allow_non_volta)
     for check in checks:
         say(f"[doctor] {check.status:4} {check.id}: {check.detail}")
