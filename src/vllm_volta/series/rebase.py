@@ -394,7 +394,8 @@ def replay(
         touched = {p.split(" -> ")[-1] for p in step.files} | {p.split(" -> ")[0] for p in step.files}
         shared = [n for n, paths in skipped if paths & touched]
         if shared:
-            row.detail += f" (replayed without {', '.join(shared)}, which touches the same files)"
+            they = "it touches" if len(shared) == 1 else "they touch"
+            row.detail += f" (replayed without {', '.join(shared)}: {they} the same files)"
         if step.klass in (CLEAN, MERGED):
             tip = repo[_commit(repo, old, step.tree, tip.id)]
             row.commit = str(tip.id)[:12]
@@ -788,7 +789,7 @@ def abort(root: Path | str, *, progress: Progress = print) -> str:
     branch = repo.references.get(ONTO_REF)
     if branch is not None and str(branch.target) != state["onto"]["base"]:
         repo.references.create(f"{state['backup']}/replay", branch.target, force=True)
-        kept += f", the unfinished replay as {state['backup']}/replay"
+        kept += f", the dropped replay as {state['backup']}/replay"
     repo.state_cleanup()
     if branch is not None:
         repo.index.read_tree(repo[branch.target].tree)  # drops the conflict stages

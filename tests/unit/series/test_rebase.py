@@ -150,7 +150,7 @@ def test_dry_run_goes_on_without_a_conflicting_patch_and_says_so(tmp_path):
     repo.references.create("refs/tags/v0.0.2", new)
     rep = rebase.dry_run(root, "0.0.2", progress=quiet)  # a version finds tag v0.0.2
     assert [r.klass for r in rep.rows] == [rebase.CONFLICT, rebase.CONFLICT]
-    assert "replayed without 0001" in rep.rows[1].detail
+    assert "replayed without 0001: it touches the same files" in rep.rows[1].detail
     assert any("went on without" in n for n in rep.notes)
 
 
