@@ -60,6 +60,9 @@ def _apply_table(result: stack.ApplyResult) -> None:
 
 
 def cmd_refresh(args) -> int:
+    if args.dry_run and not args.onto:
+        report.fail("--dry-run goes with --onto REF_OR_VERSION")
+        return 2
     if args.onto or args.cont or args.accept or args.abort:
         return _cmd_onto(args)
     if _refuse_mid_replay(args, "refresh"):

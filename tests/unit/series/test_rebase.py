@@ -221,6 +221,18 @@ def test_plain_refresh_and_apply_wait_for_the_replay(root, capsys):
     assert "in progress" in capsys.readouterr().err
 
 
+def test_cli_stops_with_status_1_writes_the_report_and_aborts(root, tmp_path, capsys):
+    copy = tmp_path / "copy.md"
+    assert cli.main(["--root", str(root), "refresh", "--onto", "v0.0.2", "--report", str(copy)]) == 1
+    out = " ".join(capsys.readouterr().out.split())
+    assert "replay stopped at 0004-conflict-edit-a-line-15.patch (conflict)" in out
+    assert copy.read_text() == rebase.report_path(upstream.open_upstream(root)).read_text()
+    assert cli.main(["--root", str(root), "refresh", "--continue"]) == 1  # markers left
+    assert cli.main(["--root", str(root), "refresh", "--abort"]) == 0
+    assert cli.main(["--root", str(root), "refresh", "--onto", "v0.0.2", "--dry-run"]) == 0
+    assert rebase.in_progress(root) is None
+
+
 def test_continue_takes_a_resolution_the_maintainer_committed(root):
     repo = _repo(root)
     rebase.start(root, "v0.0.2", progress=quiet)
