@@ -25,6 +25,10 @@ if not (TREE / "vllm" / "__init__.py").exists():
 
 if str(TREE) not in sys.path:
     sys.path.insert(0, str(TREE))
+# Subprocesses vLLM starts (e.g. ModelConfig's model inspection) must see the same tree.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (str(TREE), os.environ.get("PYTHONPATH", "")) if p
+)
 os.environ.setdefault("VLLM_TARGET_DEVICE", "cuda")
 if not list((TREE / "vllm").glob("_C*.so")):
     sys.modules.setdefault("vllm._C", types.ModuleType("vllm._C"))
