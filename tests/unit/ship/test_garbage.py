@@ -49,7 +49,7 @@ def test_nan_survives_json_round_trip():
 
 @pytest.mark.parametrize(("text", "rule"), [
     ("!!!", None), ("Hello!!!!", "bang_run"), ("wow! ! ! great", None),
-    ("=" * 11, None), ("=" * 12, "char_run"), ("\u00e9t\u00e9 caf\u00e9", None),
+    ("a" * 11, None), ("a" * 12, "char_run"), ("\u7684" * 12, "char_run"), ("-" * 40, None), ("\u00e9t\u00e9 caf\u00e9", None),
     ("ok\x1b[0m", "non_printable"), ("ok\ufffd", "non_printable"), ("line\n\ttab", None),
     ("   ", "empty"),
 ])

@@ -22,7 +22,8 @@ import unicodedata
 from dataclasses import asdict, dataclass, field
 
 BANG_RUN = 4  # '!!!!' and longer: the token-0 failure
-CHAR_RUN = 12  # any other non-space character repeated this often
+CHAR_RUN = 12  # any other non-space character repeated this often...
+RULE_CHARS = "-=_*.#~"  # ...except Markdown rules and separators (token loops catch those)
 TOKEN_LOOP = 8  # the same token this many times in a row
 CLAMPED_LOGPROB = -9999.0  # what vLLM's server writes for -inf
 
@@ -91,7 +92,7 @@ def check_text(text: str) -> list[Finding]:
     bang = re.search(r"!{%d,}" % BANG_RUN, text)
     if bang:
         findings.append(Finding("bang_run", f"run of {len(bang.group())} '!' at offset {bang.start()}"))
-    for match in re.finditer(r"([^\s!])\1{%d,}" % (CHAR_RUN - 1), text):
+    for match in re.finditer(r"([^\s!%s])\1{%d,}" % (re.escape(RULE_CHARS), CHAR_RUN - 1), text):
         findings.append(
             Finding("char_run", f"{match.group(1)!r} repeated {len(match.group())} times")
         )
