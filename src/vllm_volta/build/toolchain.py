@@ -97,8 +97,15 @@ def check_usable(tk: Toolkit) -> Toolkit:
     return tk
 
 
-def candidates(env: dict[str, str] | None = None) -> list[tuple[Path, str]]:
-    """Toolkit roots to try, in order, with how each was found."""
+LOCATIONS = ("/usr/local/cuda-*", "/usr/local/cuda", "/opt/cuda")
+
+
+def candidates(env: dict[str, str] | None = None,
+               locations: tuple[str, ...] = LOCATIONS) -> list[tuple[Path, str]]:
+    """Toolkit roots to try, in order, with how each was found.
+
+    ``locations`` are globs; versioned folders (``cuda-12.8``) are tried newest first.
+    """
     env = os.environ if env is None else env
     seen: set[Path] = set()
     out: list[tuple[Path, str]] = []
@@ -114,11 +121,9 @@ def candidates(env: dict[str, str] | None = None) -> list[tuple[Path, str]]:
 
     for var in ("CUDA_HOME", "CUDA_PATH"):
         add(env.get(var), var)
-    versioned = sorted(glob.glob("/usr/local/cuda-*"), key=_dir_version, reverse=True)
-    for path in versioned:
-        add(path, "search")
-    add("/usr/local/cuda", "search")
-    add("/opt/cuda", "search")
+    for pattern in locations:
+        for path in sorted(glob.glob(pattern), key=_dir_version, reverse=True):
+            add(path, "search")
     nvcc = shutil.which("nvcc", path=env.get("PATH"))
     if nvcc:
         add(Path(nvcc).resolve().parent.parent, "PATH")
@@ -133,7 +138,8 @@ def _dir_version(path: str) -> Version:
 
 
 def find(cuda_home: str | Path | None = None, env: dict[str, str] | None = None,
-         provisioned: Path | None = None) -> tuple[Toolkit | None, list[str]]:
+         provisioned: Path | None = None,
+         locations: tuple[str, ...] = LOCATIONS) -> tuple[Toolkit | None, list[str]]:
     """The CUDA 12 toolkit to build with, and notes on every toolkit passed over.
 
     An explicit ``cuda_home`` (the --cuda-home option) or ``CUDA_HOME`` is taken
@@ -145,7 +151,7 @@ def find(cuda_home: str | Path | None = None, env: dict[str, str] | None = None,
     if cuda_home:
         return check_usable(inspect(Path(cuda_home), "--cuda-home")), []
     notes: list[str] = []
-    for root, origin in candidates(env):
+    for root, origin in candidates(env, locations):
         if not (root / "bin" / "nvcc").exists():
             if origin in ("CUDA_HOME", "CUDA_PATH"):
                 raise ToolchainError(f"{origin}={root}: no bin/nvcc there. Unset it or point it "
