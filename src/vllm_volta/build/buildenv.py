@@ -6,7 +6,10 @@ are compiled against the torch the wheel will require. The environment lives
 in the cache, keyed by the requirement text and Python version, and is made
 once. The empty route needs no torch: it gets the same file without torch,
 cmake and ninja, and a stand-in ``torch`` module (setup.py imports torch at
-the top even when it builds no extension).
+the top even when it builds no extension). The upstream-kernels route uses
+the same light environment with a stand-in that reports torch 2.7.0's CUDA
+12.6: setup.py then takes the CUDA requirements (requirements/cuda.txt)
+while compiling nothing, and no 3.5 GB torch install is needed.
 """
 
 from __future__ import annotations
@@ -28,15 +31,18 @@ SUPPORTED_PYTHONS = ("3.12", "3.11", "3.10", "3.9")
 NOT_FOR_EMPTY = ("torch", "cmake", "ninja")
 
 TORCH_STANDIN = '''\
-"""Stand-in torch for vllm-volta's empty route: setup.py imports torch at the
-top, but a VLLM_TARGET_DEVICE=empty build compiles nothing and never uses it."""
-__version__ = "0+standin"
+"""Stand-in torch for vllm-volta's empty and upstream-kernels routes: vLLM's
+setup.py imports torch at the top and reads torch.version.cuda, but these
+routes compile nothing."""
+__version__ = "{version}+standin"
 
 
 class version:
-    cuda = None
+    cuda = {cuda!r}
     hip = None
 '''
+# torch 2.7.0's PyPI build is the CUDA 12.6 one.
+TORCH_CUDA = {"empty": None, "cuda": "12.6"}
 CPP_EXTENSION_STANDIN = "CUDA_HOME = None\nROCM_HOME = None\n"
 
 
@@ -48,7 +54,7 @@ class BuildEnvError(RuntimeError):
 class BuildEnv:
     root: Path
     requirements: tuple[str, ...]
-    standin_torch: Path | None = None  # a folder to put first on PYTHONPATH
+    standin_torch: Path | None = None  # a folder to put first on PYTHONPATH (light envs)
 
     @property
     def python(self) -> Path:
@@ -98,16 +104,18 @@ def find_python(python: str | None = None) -> str:
 
 
 def ensure(cache: Path, tree: Path, *, for_empty: bool = False, python: str | None = None,
-           progress: Progress = print) -> BuildEnv:
+           progress: Progress = print, standin_cuda: str | None = None) -> BuildEnv:
+    """The build environment; ``for_empty`` gives the light one (no torch), whose
+    stand-in torch reports ``standin_cuda`` as its CUDA version."""
     reqs = read_requirements(tree, for_empty=for_empty)
     interpreter = find_python(python)
     pyver = subprocess.run([interpreter, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
                            capture_output=True, text=True, check=True).stdout.strip()
     key = hashlib.sha256(("\n".join(reqs) + "\n" + pyver).encode()).hexdigest()[:12]
-    kind = "empty" if for_empty else "kernels"
+    kind = "light" if for_empty else "kernels"
     root = cache / "envs" / f"build-{kind}-py{pyver}-{key}"
     stamp = root / ".volta-complete"
-    standin = _standin(cache) if for_empty else None
+    standin = _standin(cache, standin_cuda) if for_empty else None
     env = BuildEnv(root=root, requirements=reqs, standin_torch=standin)
     if stamp.exists():
         return env
@@ -123,11 +131,11 @@ def ensure(cache: Path, tree: Path, *, for_empty: bool = False, python: str | No
     return env
 
 
-def _standin(cache: Path) -> Path:
-    root = cache / "envs" / "torch-standin"
+def _standin(cache: Path, cuda: str | None) -> Path:
+    root = cache / "envs" / f"torch-standin-{'cuda' + cuda if cuda else 'nocuda'}"
     pkg = root / "torch"
     (pkg / "utils").mkdir(parents=True, exist_ok=True)
-    (pkg / "__init__.py").write_text(TORCH_STANDIN)
+    (pkg / "__init__.py").write_text(TORCH_STANDIN.format(version="2.7.0", cuda=cuda))
     (pkg / "utils" / "__init__.py").write_text("")
     (pkg / "utils" / "cpp_extension.py").write_text(CPP_EXTENSION_STANDIN)
     return root

@@ -296,7 +296,8 @@ def _toolkit_origin(tk: toolchain.Toolkit, cache: Path) -> str:
 
 def _upstream_kernels(req, cache, files, wanted, dist, log, progress) -> dict:
     wheel = upstream_wheel.fetch(cache, progress)
-    env = buildenv.ensure(cache, req.tree, python=req.python, progress=progress)
+    env = buildenv.ensure(cache, req.tree, for_empty=True, standin_cuda=buildenv.TORCH_CUDA["cuda"],
+                          python=req.python, progress=progress)
     st = _stage_dir(cache, "upstream-kernels", env)
     src = st / "src"
     synced = stage.sync(req.tree, src)
@@ -309,6 +310,7 @@ def _upstream_kernels(req, cache, files, wanted, dist, log, progress) -> dict:
         build_env.pop(var, None)
     build_env.update({
         "PATH": os.pathsep.join([str(env.root / "bin"), os.environ.get("PATH", "")]),
+        "PYTHONPATH": str(env.standin_torch),
         "VLLM_TARGET_DEVICE": "cuda",
         "VLLM_USE_PRECOMPILED": "1",
         "VLLM_PRECOMPILED_WHEEL_LOCATION": str(kernels),
@@ -322,7 +324,9 @@ def _upstream_kernels(req, cache, files, wanted, dist, log, progress) -> dict:
         "kernels": {"built_from": "PyPI vllm 0.9.2 wheel", "wheel": upstream_wheel.FILENAME,
                     "sha256": upstream_wheel.SHA256, "cuda": upstream_wheel.BUILT_WITH_CUDA,
                     "taken": list(upstream_wheel.TAKEN)},
-        "toolchain": _toolchain_facts(env),
+        "toolchain": {"torch": upstream_wheel.TORCH, "triton": upstream_wheel.TRITON,
+                      "note": "upstream compiled the kernels against these; this build compiled nothing",
+                      "setuptools": env.versions().get("setuptools")},
     }
 
 
@@ -338,7 +342,8 @@ def _any_cuobjdump(req: Request, cache: Path, progress: Progress) -> Path:
 
 
 def _empty(req, cache, files, wanted, dist, log, progress) -> dict:
-    env = buildenv.ensure(cache, req.tree, for_empty=True, python=req.python, progress=progress)
+    env = buildenv.ensure(cache, req.tree, for_empty=True, standin_cuda=buildenv.TORCH_CUDA["empty"],
+                          python=req.python, progress=progress)
     st = _stage_dir(cache, "empty", env)
     src = st / "src"
     synced = stage.sync(req.tree, src)

@@ -24,6 +24,9 @@ SIZE = 383_350_132
 SHA256 = "f3c5da29a286f4933b480a5b4749fab226564f35c96928eeef547f88d385cd34"
 SIMPLE_URL = "<index>/simple/vllm/"
 BUILT_WITH_CUDA = "12.8"
+# What its METADATA requires and what that torch pins: the kernels' ABI.
+TORCH = "2.7.0"
+TRITON = "3.3.0"
 # The extensions this route takes; FlashAttention 2/3 and FlashMLA need SM 8.0+
 # and are left out, as the source route leaves them out.
 TAKEN = tuple(verify.KERNEL_EXTENSIONS)
