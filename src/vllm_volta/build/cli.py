@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -132,7 +133,8 @@ def cmd_provenance(args) -> int:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--root", default=".", help="the vllm-volta checkout (pin.toml, series/); default: .")
+    p.add_argument("--root", default=os.environ.get("VLLM_VOLTA_ROOT", "."),
+                   help="the vllm-volta checkout (pin.toml, series/); default: $VLLM_VOLTA_ROOT or .")
     p.add_argument("--tree", help="the vLLM source tree to build; default: <root>/upstream")
     p.add_argument("--out", help="where the verified wheel goes; default: <root>/dist")
     p.add_argument("--route", choices=routes.ROUTES, default="auto",
