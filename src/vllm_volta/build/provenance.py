@@ -26,7 +26,9 @@ READER = '''\
 """How this vllm wheel was built, as recorded by vllm-volta.
 
 ``read()`` returns the record (a dict); ``python -m vllm._volta_provenance``
-prints it. It reads the distribution's metadata and needs nothing else.
+prints it (that imports the vllm package, so vllm's dependencies must be
+installed). Without them, read the metadata directly:
+python -c "import importlib.metadata as m; print(m.distribution('vllm').read_text('volta_provenance.json'))"
 """
 import json
 from importlib import metadata

@@ -175,7 +175,7 @@ def build(req: Request, progress: Progress = print) -> Result:
         prefixes = sorted({p.rstrip("/") + "/" for p in prefixes})
         progress("inspecting the extensions (cuobjdump, ELF dynamic section, host paths)")
         exts = verify.inspect_extensions(wheel, ctx.get("cuobjdump"), prefixes, extra=added)
-        summary = {e.name: {"cubins": e.cubins, "ptx": e.ptx, "bytes": e.size} for e in exts}
+        summary = verify.summarize(exts)
         kernels = dict(ctx["kernels"], extensions=summary)
         if route == "upstream-kernels":
             kernels["arch_list"] = sorted({a for e in exts for a in e.cubins}, key=verify._arch_key)
@@ -184,7 +184,8 @@ def build(req: Request, progress: Progress = print) -> Result:
             kernels=kernels, toolchain=ctx["toolchain"], tool_version=project)
         with zipfile.ZipFile(wheel) as zf:
             info_dir = wheelfile.dist_info(zf)
-        wheelfile.add_files(wheel, {**added, **provenance.wheel_files(info_dir, record)})
+        wheelfile.add_files(wheel, provenance.wheel_files(info_dir, record),
+                            raw_from={name: ctx["raw_source"] for name in added})
         progress("verifying the wheel")
         report = verify.verify_wheel(wheel, version=wanted, route=route, cuobjdump=ctx.get("cuobjdump"),
                                      host_prefixes=prefixes, extensions=exts)
@@ -320,7 +321,7 @@ def _upstream_kernels(req, cache, files, wanted, dist, log, progress) -> dict:
     seconds = _setup_py(req, env.python, src, dist, build_env, log, progress, abi3=True)
     return {
         "stage": src, "cuobjdump": cuobjdump, "setup_seconds": seconds, "more_prefixes": [env.root],
-        "add_files": lambda: upstream_wheel.extension_files(wheel),
+        "add_files": lambda: upstream_wheel.extension_files(wheel), "raw_source": wheel,
         "kernels": {"built_from": "PyPI vllm 0.9.2 wheel", "wheel": upstream_wheel.FILENAME,
                     "sha256": upstream_wheel.SHA256, "cuda": upstream_wheel.BUILT_WITH_CUDA,
                     "taken": list(upstream_wheel.TAKEN)},

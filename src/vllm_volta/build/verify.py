@@ -82,14 +82,19 @@ class Report:
         self.checks.append((name, ok, detail))
 
     def extension_summary(self) -> dict:
-        return {e.name: {"cubins": dict(sorted(e.cubins.items(), key=_arch_key)),
-                         "ptx": dict(sorted(e.ptx.items(), key=_arch_key)),
-                         "bytes": e.size} for e in self.extensions}
+        return summarize(self.extensions)
 
     def rows(self) -> list[tuple[str, str, str, str]]:
         return [(e.name, f"{e.size / 1e6:.1f} MB", e.archs(),
                  "none" if not (e.rpath or e.runpath) else f"RPATH {e.rpath} RUNPATH {e.runpath}")
                 for e in self.extensions]
+
+
+def summarize(exts: list[Extension]) -> dict:
+    """Per extension: cubins per arch, PTX per virtual arch (compute_XX), size."""
+    return {e.name: {"cubins": dict(sorted(e.cubins.items(), key=_arch_key)),
+                     "ptx": {a.replace("sm_", "compute_"): n for a, n in sorted(e.ptx.items(), key=_arch_key)},
+                     "bytes": e.size} for e in exts}
 
 
 def _arch_key(item):
