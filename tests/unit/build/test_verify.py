@@ -110,3 +110,20 @@ def test_provenance_reader_in_the_wheel_reads_installed_metadata(tmp_path, monke
         next(site.glob("vllm-*.dist-info"))))
     assert namespace["read"]()["version"] == V
     assert provenance.read_wheel(wheel)["kernel_route"] == "empty"
+
+
+def test_add_files_copies_members_raw_and_from_another_wheel(tmp_path):
+    from vllm_volta.build import wheelfile
+    big = bytes(range(256)) * 4096
+    wheel = make_wheel(tmp_path, V, {"vllm/big.bin": big}, route="empty", requires=(), tag="py3-none-any")
+    other_dir = tmp_path / "other"
+    other_dir.mkdir()
+    other = make_wheel(other_dir, "0.9.2", {"vllm/ext.bin": b"\x7fELF fake"}, route="empty",
+                       requires=(), tag="py3-none-any")
+    wheelfile.add_files(wheel, {"vllm/new.txt": b"new"}, raw_from={"vllm/ext.bin": other})
+    with zipfile.ZipFile(wheel) as zf:
+        assert zf.testzip() is None
+        assert zf.read("vllm/big.bin") == big and zf.read("vllm/new.txt") == b"new"
+        assert zf.read("vllm/ext.bin") == b"\x7fELF fake"
+    report = verify.verify_wheel(wheel, version=V, route="empty", cuobjdump=None, host_prefixes=[])
+    assert "RECORD" not in [n for n, ok, _ in report.checks if not ok]
