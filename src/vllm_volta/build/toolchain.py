@@ -23,9 +23,10 @@ SUPPORTED_MAJOR = 12
 RECOMMENDED = "12.8"
 
 INSTALL_HINT = (
-    "Install a CUDA 12.x toolkit (12.8 recommended, e.g. /usr/local/cuda-12.8 from "
-    "NVIDIA's runfile or the cuda-toolkit-12-8 package) and point CUDA_HOME at it, "
-    "or let the build provision CUDA 12.4 into its cache (drop --no-provision)."
+    "Install a CUDA 12.x toolkit (12.8 recommended, e.g. /usr/local/cuda-12.8 from NVIDIA's "
+    "runfile or the cuda-toolkit-12-8 package) and point CUDA_HOME (or --cuda-home) at it; "
+    "with neither set and no CUDA 12 installed, the build provisions CUDA 12.4 into its cache "
+    "by itself (unless --no-provision)."
 )
 
 
