@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Iterable, Sequence
 
 from rich.console import Console
 from rich.table import Table
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+
+def _width(stream) -> int | None:
+    """Rich's own width on a terminal; a wide one in logs (CI), unless COLUMNS says."""
+    if os.environ.get("COLUMNS") or stream.isatty():
+        return None
+    return 160
+
+
+console = Console(highlight=False, width=_width(sys.stdout))
+err_console = Console(stderr=True, highlight=False, width=_width(sys.stderr))
 
 _STYLES = {
     "applied": "green",
