@@ -677,6 +677,7 @@ def start(root: Path | str, onto: str, *, progress: Progress = print) -> Report:
         "tip": target.base,
         "notes": [],
     }
+    _save_state(up, state)  # from here on, --abort can put everything back
     new_base = repo[target.base]
     repo.references.create(ONTO_REF, new_base.id, force=True)
     progress(f"checking out {ONTO_BRANCH} at the new base {new_base.short_id} in {up.path}")
