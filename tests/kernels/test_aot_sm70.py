@@ -343,3 +343,38 @@ def test_prefix_prefill(pp, stats, record_property, head_size, kv_block,
         f"BLOCK_N {k['BLOCK_N']} w{k['num_warps']}")
     record_property("result", f"shared {shared} B, {regs} regs, "
                     f"{stack} B stack")
+
+
+@pytest.mark.parametrize("M", [16, 256])
+def test_lora_punica(fm, stats, record_property, M):
+    """--enable-lora: the punica shrink/expand kernels (hidden 4096, rank
+    16, 4 LoRAs); shrink uses BLOCK_K 256 below 128 tokens."""
+    import torch
+    record_property("ran_on", RAN_ON)
+    shrink = importlib.import_module(
+        "vllm.lora.ops.triton_ops.lora_shrink_op")
+    expand = importlib.import_module(
+        "vllm.lora.ops.triton_ops.lora_expand_op")
+    K, R, L = 4096, 16, 4
+    i32, f32 = torch.int32, torch.float32
+    meta = [_meta(M, dtype=i32), _meta(M, dtype=i32), _meta(L + 1, dtype=i32),
+            _meta(L + 2, dtype=i32), _meta(L + 1, dtype=i32),
+            torch.tensor([False])]
+
+    def launch():
+        shrink._lora_shrink(_meta(M, K), [_meta(L, R, K)],
+                            _meta(1, M, R, dtype=f32), *meta, 1.0)
+        expand._lora_expand(_meta(1, M, R, dtype=f32), [_meta(L, K, R)],
+                            _meta(M, K), *meta, 0, True)
+
+    with _aot.capability(7, 0):
+        _, compiled = _compile(launch)
+    assert [c.name for c in compiled] == ["_lora_shrink_kernel",
+                                          "_lora_expand_kernel"]
+    assert all(c.constexprs.get("DOT_FP32") for c in compiled)
+    _check(compiled, stats, spill_free=False)
+    record_property("forced_path", "sm_70 lora shrink+expand DOT_FP32")
+    record_property("result", ", ".join(
+        f"{c.name} {stats['kernels'][(c.name, c.kernel.hash)][0]} B "
+        f"{stats['kernels'][(c.name, c.kernel.hash)][2]} B stack"
+        for c in compiled))
