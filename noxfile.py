@@ -82,6 +82,16 @@ def kernels(session: nox.Session) -> None:
                 env={"VLLM_VOLTA_TREE": session.env.get("VLLM_VOLTA_TREE", "upstream")})
 
 
+@nox.session(name="kernels-host", venv_backend="none")
+def kernels_host(session: nox.Session) -> None:
+    """On a V100 host: tests/kernels against the installed +volta wheel, natively."""
+    python = os.environ.get("VLLM_VOLTA_PYTHON", "python3")
+    tree = session.run(python, "-c", "import os, vllm; print(os.path.dirname(os.path.dirname(vllm.__file__)))",
+                       external=True, silent=True).strip()
+    session.run(python, "-m", "pytest", "-ra", "tests/kernels", *session.posargs,
+                external=True, env={"VLLM_VOLTA_TREE": tree})
+
+
 @nox.session
 def publish(session: nox.Session) -> None:
     """Upload dist/ (the +volta wheel and the vllm-volta meta wheel) to the private index."""
