@@ -49,6 +49,13 @@ def status(session: nox.Session) -> None:
     _volta(session, "series", "status")
 
 
+@nox.session(name="upstream-report")
+def upstream_report(session: nox.Session) -> None:
+    """Dry runs of the series on the newest vLLM releases (-- -n N | VERSIONS, --report PATH)."""
+    _engine(session)
+    _volta(session, "series", "upstream-report")
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """The CI test suite: tooling, the real tree, the patches, sm_70 AOT kernels."""
