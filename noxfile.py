@@ -49,6 +49,13 @@ def status(session: nox.Session) -> None:
     _volta(session, "series", "status")
 
 
+@nox.session
+def build(session: nox.Session) -> None:
+    """Build the verified vllm 0.9.2+volta.N wheel into dist/ (-- --route auto|source|upstream-kernels|empty)."""
+    _engine(session, "-r", "requirements/build.txt")
+    _volta(session, "build", "wheel")
+
+
 @nox.session(name="upstream-report")
 def upstream_report(session: nox.Session) -> None:
     """Dry runs of the series on the newest vLLM releases (-- -n N | VERSIONS, --report PATH)."""
