@@ -90,14 +90,17 @@ def series_facts(root: Path, tree: Path) -> tuple[dict, dict[str, set[str]]]:
         except Exception:
             paths[entry.name] = set()
     applied = None
-    if tree.resolve() == (root / series_upstream.UPSTREAM_DIR).resolve():
+    is_upstream = tree.resolve() == (root / series_upstream.UPSTREAM_DIR).resolve()
+    if is_upstream:
         try:
             from ..series import stack
             applied = [o.name for o in stack.status(root) if o.state == stack.ALREADY]
             paths = {k: v for k, v in paths.items() if k in applied}
         except Exception:
             applied = None
-    return {"hash": series.digest(), "patches": patches, "applied": applied}, paths
+    tree_note = ("the project's upstream/ (branch volta)" if is_upstream else
+                 "another tree (--tree): which series patches it holds is not known")
+    return {"hash": series.digest(), "patches": patches, "applied": applied, "tree": tree_note}, paths
 
 
 def upstream_facts(pin: series_upstream.Pin) -> dict:
