@@ -36,7 +36,35 @@ Progress = Callable[[str], None]
 
 RELEASE = "12.4"
 SUITE = "trixie"
-MIRROR = "<debian-mirror>"
+# The Debian archive is the one this host's apt already uses (or VLLM_VOLTA_DEBIAN_MIRROR).
+APT_SOURCES = (Path("/etc/apt/sources.list"), Path("/etc/apt/sources.list.d"))
+
+
+def debian_mirror() -> str:
+    """The Debian archive URI from the environment or this host's apt sources."""
+    env = os.environ.get("VLLM_VOLTA_DEBIAN_MIRROR")
+    if env:
+        return env.rstrip("/")
+    files = []
+    for src in APT_SOURCES:
+        if src.is_dir():
+            files += sorted(p for p in src.iterdir() if p.suffix in (".list", ".sources"))
+        elif src.exists():
+            files.append(src)
+    for path in files:
+        for line in path.read_text(errors="replace").splitlines():
+            line = line.strip()
+            uris = []
+            if line.startswith("URIs:"):
+                uris = line[len("URIs:"):].split()
+            elif line.startswith("deb ") or line.startswith("deb-src "):
+                uris = [w for w in line.split() if "://" in w]
+            for uri in uris:
+                if uri.rstrip("/").endswith("/debian"):
+                    return uri.rstrip("/")
+    raise ProvisionError(
+        "cannot provision CUDA: no Debian archive found in this host's apt sources; "
+        "set VLLM_VOLTA_DEBIAN_MIRROR to a Debian mirror URL (the one ending in /debian)")
 KEYRINGS = (
     "/usr/share/keyrings/debian-archive-trixie-automatic.gpg",
     "/usr/share/keyrings/debian-archive-keyring.gpg",
@@ -137,7 +165,7 @@ def _apt_options(apt: Path) -> list[str]:
     (apt / "preferences.d").mkdir(exist_ok=True)
     (apt / "status").touch()
     (apt / "sources.list").write_text(
-        f"deb [signed-by={keyring}] {MIRROR} {SUITE} main contrib non-free\n")
+        f"deb [signed-by={keyring}] {debian_mirror()} {SUITE} main contrib non-free\n")
     user = getpass.getuser()
     opts = {
         "Dir::Etc::sourcelist": apt / "sources.list",

@@ -8,7 +8,7 @@ values below, recorded when this project pinned 0.9.2.
 
 from __future__ import annotations
 
-import json
+import os
 import shutil
 import urllib.request
 import zipfile
@@ -22,7 +22,6 @@ Progress = Callable[[str], None]
 FILENAME = "vllm-0.9.2-cp38-abi3-manylinux1_x86_64.whl"
 SIZE = 383_350_132
 SHA256 = "f3c5da29a286f4933b480a5b4749fab226564f35c96928eeef547f88d385cd34"
-SIMPLE_URL = "<index>/simple/vllm/"
 BUILT_WITH_CUDA = "12.8"
 # What its METADATA requires and what that torch pins: the kernels' ABI.
 TORCH = "2.7.0"
@@ -37,16 +36,20 @@ class UpstreamWheelError(RuntimeError):
 
 
 def url_from_index() -> str:
-    req = urllib.request.Request(SIMPLE_URL, headers={"Accept": "application/vnd.pypi.simple.v1+json"})
-    with urllib.request.urlopen(req, timeout=60) as resp:
-        data = json.load(resp)
-    for entry in data.get("files", []):
-        if entry.get("filename") == FILENAME:
-            if entry.get("hashes", {}).get("sha256") not in (None, SHA256):
-                raise UpstreamWheelError(f"PyPI lists {FILENAME} with sha256 {entry['hashes']['sha256']}, "
+    """The wheel's URL from the package index (pypi-simple's default, or VLLM_VOLTA_INDEX_URL)."""
+    from pypi_simple import PyPISimple
+
+    endpoint = os.environ.get("VLLM_VOLTA_INDEX_URL")
+    with PyPISimple(**({"endpoint": endpoint} if endpoint else {})) as client:
+        page = client.get_project_page("vllm")
+    for pkg in page.packages:
+        if pkg.filename == FILENAME:
+            listed = (pkg.digests or {}).get("sha256")
+            if listed not in (None, SHA256):
+                raise UpstreamWheelError(f"the index lists {FILENAME} with sha256 {listed}, "
                                          f"not the pinned {SHA256}")
-            return entry["url"]
-    raise UpstreamWheelError(f"PyPI's simple index for vllm lists no {FILENAME}")
+            return pkg.url
+    raise UpstreamWheelError(f"the package index lists no {FILENAME} for vllm")
 
 
 def fetch(cache: Path, progress: Progress = print) -> Path:
