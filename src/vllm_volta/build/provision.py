@@ -314,11 +314,8 @@ def _run(cmd: list[str], what: str, cwd: Path | None = None) -> str:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def cuobjdump_only(cache: Path, progress: Progress = print) -> Path:
