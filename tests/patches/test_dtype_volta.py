@@ -30,6 +30,8 @@ import vllm.config  # noqa: E402
 import vllm.platforms  # noqa: E402
 import vllm.worker.worker  # noqa: E402
 from vllm.platforms.cuda import CudaPlatformBase  # noqa: E402
+
+from .fakes import fake_cuda  # noqa: E402
 from vllm.platforms.interface import (DeviceCapability,  # noqa: E402
                                       UnspecifiedPlatform)
 
@@ -61,30 +63,6 @@ TINY_GEMMA2 = {
     "max_position_embeddings": 2048,
     "torch_dtype": "bfloat16",
 }
-
-
-def fake_cuda(major: int, minor: int, name: str) -> CudaPlatformBase:
-    """A CUDA platform that reports the given GPU without touching one."""
-
-    class FakeCudaPlatform(CudaPlatformBase):
-
-        @classmethod
-        def get_device_capability(cls, device_id: int = 0):
-            return DeviceCapability(major=major, minor=minor)
-
-        @classmethod
-        def get_device_name(cls, device_id: int = 0) -> str:
-            return name
-
-        @classmethod
-        def get_device_total_memory(cls, device_id: int = 0) -> int:
-            return 32 << 30
-
-        @classmethod
-        def is_fully_connected(cls, physical_device_ids) -> bool:
-            return True
-
-    return FakeCudaPlatform()
 
 
 def use_platform(monkeypatch, platform) -> None:

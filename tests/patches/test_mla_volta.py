@@ -31,6 +31,8 @@ import vllm.platforms  # noqa: E402
 from vllm.distributed.kv_transfer.kv_connector.utils import (  # noqa: E402
     model_aware_kv_ops_helper)
 from vllm.platforms.cuda import CudaPlatformBase  # noqa: E402
+
+from .fakes import fake_cuda  # noqa: E402
 from vllm.platforms.interface import DeviceCapability, _Backend  # noqa: E402
 
 V100 = "Tesla V100-SXM2-32GB"
@@ -60,30 +62,6 @@ TINY_DEEPSEEK = {
     "max_position_embeddings": 4096,
     "torch_dtype": "float16",
 }
-
-
-def fake_cuda(major: int, minor: int, name: str) -> CudaPlatformBase:
-    """A CUDA platform that reports the given GPU without touching one."""
-
-    class FakeCudaPlatform(CudaPlatformBase):
-
-        @classmethod
-        def get_device_capability(cls, device_id: int = 0):
-            return DeviceCapability(major=major, minor=minor)
-
-        @classmethod
-        def get_device_name(cls, device_id: int = 0) -> str:
-            return name
-
-        @classmethod
-        def get_device_total_memory(cls, device_id: int = 0) -> int:
-            return 32 << 30
-
-        @classmethod
-        def is_fully_connected(cls, physical_device_ids) -> bool:
-            return True
-
-    return FakeCudaPlatform()
 
 
 def use_platform(monkeypatch, platform) -> None:

@@ -30,33 +30,11 @@ import vllm.env_override  # noqa: E402
 import vllm.logger  # noqa: E402
 import vllm.platforms  # noqa: E402
 from vllm.platforms.cuda import CudaPlatformBase  # noqa: E402
+
+from .fakes import fake_cuda  # noqa: E402
 from vllm.platforms.interface import DeviceCapability  # noqa: E402
 
 IMEX_CHANNELS = "/dev/nvidia-caps-imex-channels"
-
-
-def fake_cuda(major: int, minor: int, name: str) -> CudaPlatformBase:
-    """A CUDA platform that reports the given GPU without touching one."""
-
-    class FakeCudaPlatform(CudaPlatformBase):
-
-        @classmethod
-        def get_device_capability(cls, device_id: int = 0):
-            return DeviceCapability(major=major, minor=minor)
-
-        @classmethod
-        def get_device_name(cls, device_id: int = 0) -> str:
-            return name
-
-        @classmethod
-        def get_device_total_memory(cls, device_id: int = 0) -> int:
-            return 32 << 30
-
-        @classmethod
-        def is_fully_connected(cls, physical_device_ids) -> bool:
-            return True
-
-    return FakeCudaPlatform()
 
 
 def make_vllm_config(monkeypatch, platform) -> "vllm.config.VllmConfig":
