@@ -37,3 +37,25 @@ if not list((TREE / "vllm").glob("_C*.so")):
 @pytest.fixture(scope="session")
 def vllm_tree() -> Path:
     return TREE
+
+
+@pytest.fixture
+def cuda_log():
+    """Records of the vllm.platforms.cuda logger, its *_once memory wiped before and after."""
+    import logging
+
+    import vllm.logger
+
+    def forget():
+        vllm.logger._print_info_once.cache_clear()
+        vllm.logger._print_warning_once.cache_clear()
+
+    forget()
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(level=logging.DEBUG)
+    handler.emit = records.append
+    log = logging.getLogger("vllm.platforms.cuda")
+    log.addHandler(handler)
+    yield records
+    log.removeHandler(handler)
+    forget()

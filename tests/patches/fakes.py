@@ -1,11 +1,11 @@
-"""Stand-ins shared by the patch tests (imported after conftest put the tree on sys.path)."""
-
-from vllm.platforms.cuda import CudaPlatformBase
-from vllm.platforms.interface import DeviceCapability
+"""Stand-ins shared by the patch tests. vLLM is imported only when one is made,
+from the tree conftest put on sys.path."""
 
 
-def fake_cuda(major: int, minor: int, name: str) -> CudaPlatformBase:
-    """A CUDA platform that reports the given GPU without touching one."""
+def fake_cuda(major: int, minor: int, name: str):
+    """A CUDA platform (CudaPlatformBase) that reports the given GPU without touching one."""
+    from vllm.platforms.cuda import CudaPlatformBase
+    from vllm.platforms.interface import DeviceCapability
 
     class FakeCudaPlatform(CudaPlatformBase):
 
@@ -26,3 +26,13 @@ def fake_cuda(major: int, minor: int, name: str) -> CudaPlatformBase:
             return True
 
     return FakeCudaPlatform()
+
+
+class LaunchRecorder:
+    """Stands in for a Triton kernel: ``kernel[grid](**kwargs)`` records kwargs."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __getitem__(self, grid):
+        return lambda *args, **kwargs: self.calls.append(kwargs)

@@ -77,20 +77,6 @@ def flash_attn_installed(monkeypatch):
     monkeypatch.setitem(sys.modules, backend.__name__, backend)
 
 
-@pytest.fixture
-def cuda_log():
-    """Records of the vllm.platforms.cuda logger, info_once memory wiped."""
-    vllm.logger._print_info_once.cache_clear()
-    records = []
-    handler = logging.Handler(level=logging.DEBUG)
-    handler.emit = records.append
-    log = logging.getLogger("vllm.platforms.cuda")
-    log.addHandler(handler)
-    yield records
-    log.removeHandler(handler)
-    vllm.logger._print_info_once.cache_clear()
-
-
 @pytest.mark.parametrize("capability", [VOLTA, TURING])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
 def test_default_on_sm7x_is_torch_sdpa(capability, dtype):

@@ -16,6 +16,8 @@ import types
 
 import pytest
 
+from .fakes import LaunchRecorder  # noqa: E402
+
 torch = pytest.importorskip("torch")
 pytest.importorskip("triton", reason="the LoRA ops import triton directly")
 
@@ -32,15 +34,6 @@ shrink = _import("vllm.lora.ops.triton_ops.lora_shrink_op")
 expand = _import("vllm.lora.ops.triton_ops.lora_expand_op")
 
 
-class _Recorder:
-
-    def __init__(self):
-        self.calls = []
-
-    def __getitem__(self, grid):
-        return lambda *args, **kwargs: self.calls.append(kwargs)
-
-
 @pytest.fixture
 def launch(monkeypatch):
     from vllm.platforms import current_platform
@@ -52,7 +45,7 @@ def launch(monkeypatch):
         monkeypatch.setattr(platform_cls, "_enum", PlatformEnum.CUDA)
         monkeypatch.setattr(platform_cls, "get_device_capability",
                             classmethod(lambda cls, device_id=0: cap))
-        s, e = _Recorder(), _Recorder()
+        s, e = LaunchRecorder(), LaunchRecorder()
         monkeypatch.setattr(shrink, "_lora_shrink_kernel", s)
         monkeypatch.setattr(expand, "_lora_expand_kernel", e)
         M, K, R, L = 8, 64, 16, 2

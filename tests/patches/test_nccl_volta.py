@@ -51,21 +51,6 @@ def _no_user_nccl_proto(monkeypatch):
     monkeypatch.delenv("NCCL_PROTO", raising=False)
 
 
-@pytest.fixture
-def cuda_log():
-    """Records of the vllm.platforms.cuda logger, *_once memory wiped."""
-    vllm.logger._print_info_once.cache_clear()
-    vllm.logger._print_warning_once.cache_clear()
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler(level=logging.DEBUG)
-    handler.emit = records.append
-    log = logging.getLogger("vllm.platforms.cuda")
-    log.addHandler(handler)
-    yield records
-    log.removeHandler(handler)
-    vllm.logger._print_info_once.cache_clear()
-
-
 # --- NCCL_CUMEM_ENABLE: upstream behaviour ----------------------------------
 
 

@@ -18,6 +18,8 @@ import types
 
 import pytest
 
+from .fakes import LaunchRecorder  # noqa: E402
+
 torch = pytest.importorskip("torch")
 
 
@@ -32,15 +34,6 @@ def _import_tree():
 
 
 pp = _import_tree()
-
-
-class _Recorder:
-
-    def __init__(self):
-        self.calls = []
-
-    def __getitem__(self, grid):
-        return lambda *args, **kwargs: self.calls.append(kwargs)
 
 
 @pytest.fixture
@@ -60,7 +53,7 @@ def launch(monkeypatch):
             types.SimpleNamespace(
                 next_power_of_2=lambda n: 1 << (n - 1).bit_length(),
                 cdiv=lambda a, b: -(-a // b)))
-        recorder = _Recorder()
+        recorder = LaunchRecorder()
         monkeypatch.setattr(pp, "_fwd_kernel", recorder)
         monkeypatch.setattr(pp, "_fwd_kernel_alibi", recorder)
         T, H, Hkv, B, bs = 8, 4, 2, 2, 16
