@@ -7,7 +7,11 @@ from pathlib import Path
 
 from .. import report
 from . import check as check_mod
-from . import model, rebase, stack, upstream
+from . import model, patchfile, rebase, stack, upstream
+
+# The faults a user can meet: each is reported as one line (cause, thing, next step).
+EXPECTED = (stack.StackError, upstream.UpstreamError, model.SeriesError, patchfile.PatchFormatError,
+            rebase.RebaseError)
 
 
 def _root(args) -> Path:
@@ -37,7 +41,7 @@ def cmd_apply(args) -> int:
         _apply_table(exc.result)
         report.fail(str(exc))
         return 1
-    except (stack.StackError, upstream.UpstreamError, model.SeriesError) as exc:
+    except EXPECTED as exc:
         report.fail(str(exc))
         return 1
     _apply_table(result)
@@ -68,12 +72,13 @@ def cmd_refresh(args) -> int:
     if _refuse_mid_replay(args, "refresh"):
         return 1
     try:
-        result = stack.refresh(_root(args), progress=report.console.print)
-    except (stack.StackError, upstream.UpstreamError) as exc:
+        result = stack.refresh(_root(args), force=args.force, progress=report.console.print)
+    except EXPECTED as exc:
         report.fail(str(exc))
         return 1
     report.show("refresh", ("file", "state"), result.files)
-    report.console.print(f"{len(result.changed)} file(s) changed in {result.seconds:.2f}s")
+    report.console.print(f"{len(result.changed)} file(s) changed in {result.seconds:.2f}s"
+                         + (f"; the files replaced or removed are kept in {result.backup}" if result.backup else ""))
     return 0
 
 
@@ -106,6 +111,7 @@ def _cmd_onto(args) -> int:
             done = rebase.accept(root, progress=say)
             report.show("refresh", ("file", "state"), done.refreshed.files)
             say(
+                f"the pin, series/ and patches/ as they were are kept in {done.refreshed.backup}. "
                 f"pin.toml: vLLM {done.pin.version}, sdist base commit {done.base}; "
                 f"{len(done.refreshed.changed)} file(s) under patches/ and series/ changed. "
                 f"The replay report stays at {done.report}. Run `nox -s check` and the tests, then commit "
@@ -119,7 +125,7 @@ def _cmd_onto(args) -> int:
         _apply_table(exc.result)
         report.fail(str(exc))
         return 1
-    except (rebase.RebaseError, stack.StackError, upstream.UpstreamError, model.SeriesError) as exc:
+    except EXPECTED as exc:
         report.fail(str(exc))
         return 1
     _show_rebase(rep)
@@ -134,7 +140,7 @@ def cmd_upstream_report(args) -> int:
     try:
         reps = rebase.upstream_report(root, count=args.count, versions=args.versions or None,
                                       progress=report.console.print)
-    except (rebase.RebaseError, stack.StackError, upstream.UpstreamError, model.SeriesError) as exc:
+    except EXPECTED as exc:
         report.fail(str(exc))
         return 1
     for rep in reps:
@@ -145,7 +151,11 @@ def cmd_upstream_report(args) -> int:
 
 
 def cmd_check(args) -> int:
-    problems = check_mod.check(_root(args))
+    try:
+        problems = check_mod.check(_root(args))
+    except EXPECTED as exc:
+        report.fail(str(exc))
+        return 1
     if problems:
         report.show("check: problems", ("where", "what"), ((p.where, p.what) for p in problems))
         report.fail(f"{len(problems)} problem(s); fix them, then run `nox -s check` again")
@@ -158,11 +168,16 @@ def cmd_check(args) -> int:
 def cmd_status(args) -> int:
     try:
         rows = stack.status(_root(args))
-    except (stack.StackError, upstream.UpstreamError, model.SeriesError) as exc:
+    except EXPECTED as exc:
         report.fail(str(exc))
         return 1
     report.show("series status", ("patch", "tier", "on branch volta", "commit", "note"),
                 ((o.name, o.tier, o.state, o.commit, o.detail) for o in rows))
+    missing = [o.name for o in rows if o.state == stack.MISSING_FILE]
+    if missing:
+        report.fail(f"{len(missing)} patch(es) listed in series/series are not in patches/ ({', '.join(missing)}); "
+                    "restore them (`git checkout -- patches/`) or remove their lines")
+        return 1
     return 0
 
 
@@ -171,7 +186,7 @@ def cmd_prove(args) -> int:
 
     try:
         proofs = prove.prove(_root(args))
-    except stack.StackError as exc:
+    except EXPECTED as exc:
         report.fail(str(exc))
         return 1
     report.show("each patch's test: fails without it, passes with it",
@@ -194,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="drop branch commits that are not in the series (backed up)")
     p.set_defaults(func=cmd_apply)
     p = sub.add_parser("refresh", help="rewrite patches/ and series/ from branch volta; --onto replays it")
+    p.add_argument("--force", action="store_true",
+                   help="replace or remove patch files nothing else holds (a copy is kept and named)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--onto", metavar="REF_OR_VERSION",
                    help="replay the series onto a ref of upstream/ or a vLLM release (its PyPI sdist)")

@@ -110,13 +110,14 @@ def format_date(time: int, offset: int) -> str:
     return email.utils.format_datetime(datetime.fromtimestamp(time, tz))
 
 
-def parse_date(text: str) -> tuple[int, int]:
+def parse_date(text: str, source: str = "<patch>") -> tuple[int, int]:
     try:
         dt = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError) as exc:
-        raise PatchFormatError(f"unreadable Date header: {text!r}") from exc
+    except (TypeError, ValueError, IndexError) as exc:
+        raise PatchFormatError(f"{source}: unreadable Date: header {text!r} (RFC 2822, e.g. "
+                               "'Tue, 8 Jul 2025 10:00:00 +0000')") from exc
     if dt.tzinfo is None:
-        raise PatchFormatError(f"Date header without a time zone: {text!r}")
+        raise PatchFormatError(f"{source}: Date: header without a time zone: {text!r}")
     offset = int(dt.utcoffset().total_seconds() // 60)
     return int(dt.timestamp()), offset
 
@@ -197,7 +198,7 @@ def parse(text: str, *, source: str = "<patch>") -> Patch:
     name, addr = email.utils.parseaddr(headers["from"])
     if not addr:
         raise PatchFormatError(f"{source}: unreadable From: header {headers['from']!r}")
-    time, offset = parse_date(headers["date"])
+    time, offset = parse_date(headers["date"], source)
     subject = re.sub(r"^\[PATCH[^\]]*\]\s*", "", headers["subject"])
 
     rest = "".join(lines[i + 1 :])
@@ -237,11 +238,12 @@ def _find_separator(head: str) -> int:
     return at + 1 if at >= 0 else -1
 
 
-def parse_diff(patch: Patch) -> pygit2.Diff:
+def parse_diff(patch: Patch, source: str = "") -> pygit2.Diff:
     try:
         return pygit2.Diff.parse_diff(patch.diff)
     except (pygit2.GitError, ValueError) as exc:
-        raise PatchFormatError(f"the diff of {patch.subject!r} does not parse: {exc}") from exc
+        where = f"{source}: " if source else ""
+        raise PatchFormatError(f"{where}the diff of {patch.subject!r} does not parse ({exc})") from exc
 
 
 def canonical_problems(text: str, *, source: str = "<patch>") -> list[str]:
@@ -254,7 +256,10 @@ def canonical_problems(text: str, *, source: str = "<patch>") -> list[str]:
     if not text.startswith(ZERO_FROM):
         problems.append("the first line is not the zero-commit 'From 000...0' line")
     if patch.diff:
-        diff = parse_diff(patch)
+        try:
+            diff = parse_diff(patch, source)
+        except PatchFormatError as exc:
+            return [str(exc)]
         if (diff.patch or "") != patch.diff:
             problems.append("the diff is not in the engine's fixed diff form")
         elif diff_stat(diff) != patch.stat:

@@ -15,9 +15,7 @@ import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import pygit2
-
-from . import model, stack, upstream
+from . import model, stack, upstream, worktree
 
 PASS, FAIL, SKIP, MISSING = "pass", "fail", "skip", "not run"
 
@@ -82,8 +80,8 @@ def prove(root: Path | str) -> list[Proof]:
     nodes = sorted({t for t in tests.values() if t})
     with tempfile.TemporaryDirectory(prefix="vllm-volta-pristine-") as tmp:
         pristine = Path(tmp) / "tree"
-        up.repo.checkout_tree(up.base.tree, directory=str(pristine),
-                              strategy=pygit2.enums.CheckoutStrategy.FORCE)
+        # Not checkout_tree(directory=...): libgit2 writes upstream/'s index with it.
+        worktree.export(up.repo, up.base.tree, pristine)
         before = _run(pristine, nodes, root, Path(tmp) / "pristine.xml")
         after = _run(up.path, nodes, root, Path(tmp) / "patched.xml")
     return [

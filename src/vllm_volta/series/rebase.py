@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import re
 import tempfile
 import time
@@ -38,9 +39,10 @@ from pathlib import Path
 
 import pygit2
 from packaging.version import InvalidVersion, Version
-from pygit2.enums import CheckoutStrategy, FileStatus
+from pygit2.enums import FileMode
 
-from . import model, patchfile, releases, stack, upstream
+from . import backup as backup_mod
+from . import faults, guard, model, patchfile, releases, stack, upstream, worktree
 from .upstream import BASE_REF, BRANCH, BRANCH_REF, Progress, Upstream
 
 CLEAN = "clean"
@@ -548,6 +550,7 @@ def _save_state(up: Upstream, state: dict) -> None:
     path = _state_file(up)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
+    faults.point("save state.json")
     tmp.write_text(json.dumps(state, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     tmp.replace(path)
 
@@ -569,8 +572,11 @@ def _refuse_dirty(up: Upstream, verb: str) -> None:
     if dirty:
         shown = ", ".join(dirty[:5]) + (" ..." if len(dirty) > 5 else "")
         raise RebaseError(
-            f"{up.path} has uncommitted edits ({shown}); {verb} touches nothing until they are kept or "
-            f"set aside (`git -C {up.path} stash -u`)"
+            f"{up.path} has uncommitted edits ({shown}); {verb} touches nothing until they are kept: "
+            + (f"`nox -s apply -- --force` keeps them as a commit it names, or commit them on a branch of {up.path}"
+               if verb == "refresh --onto" else
+               f"commit them on a branch of your own in {up.path} (`git -C {up.path} switch -c mine && git -C "
+               f"{up.path} commit -a`), or remove them, then run {verb} again")
         )
 
 
@@ -602,87 +608,157 @@ def _write_report(up: Upstream, state: dict) -> Report:
     rep = _report_of(up, state)
     path = report_path(up)
     path.parent.mkdir(parents=True, exist_ok=True)
+    faults.point("write report.md")
     path.write_text(rep.markdown(), encoding="utf-8")
     return rep
 
 
-def _go(up: Upstream, state: dict, tip: pygit2.Commit, progress: Progress) -> Report:
-    """Replay the entries from state['next'] on ``tip`` (the checked-out tip of volta-onto)."""
+# How a replay moves (state.json is the journal): each step first works out its
+# result in objects only, records it in state.json with "sync": true, then
+# brings refs, the index and the work tree to what the state says (_sync). A
+# run killed anywhere leaves a state that the next --continue (or the same
+# --onto) finishes: _sync depends only on the state, not on how far the
+# killed run got.
+
+
+def _complete(state: dict) -> bool:
+    return (
+        state["stopped"] is None
+        and not state.get("sync")
+        and state["next"] >= len(state["entries"])
+        and len(state["rows"]) == len(state["entries"])
+    )
+
+
+def _interrupted(state: dict) -> bool:
+    return bool(state.get("sync")) or (state["stopped"] is None and state["next"] < len(state["entries"]))
+
+
+def _left_trees(repo: pygit2.Repository, state: dict) -> list[pygit2.Tree]:
+    """The trees the work tree may hold pieces of: the last synced tip, the tip, a stopped pick."""
+    ids = [state.get("synced") or state["old_tip"], state["tip"], state["old_tip"]]
+    stopped = state.get("stopped") or state.get("picked")
+    if stopped:
+        ids.append(state["entries"][stopped["index"]]["commit"])
+    trees = []
+    for oid in dict.fromkeys(i for i in ids if i):
+        try:
+            trees.append(repo[oid].peel(pygit2.Tree))
+        except (KeyError, ValueError):
+            continue
+    return trees
+
+
+def _sync(up: Upstream, state: dict, progress: Progress) -> None:
+    """Make branch volta-onto, HEAD, the index and the work tree what ``state`` says."""
+    repo = up.repo
+    worktree.clear_stale_lock(repo, progress)
+    tip = repo[state["tip"]]
+    faults.point("state cleanup")
+    repo.state_cleanup()
+    faults.point("move volta-onto")
+    repo.references.create(ONTO_REF, tip.id, force=True)
+    faults.point("HEAD to volta-onto")
+    repo.set_head(ONTO_REF)
+    progress(f"checking out {ONTO_BRANCH} at {tip.short_id} in {up.path}")
+    worktree.switch(repo, tip.tree, leaving=_left_trees(repo, state))
+    stopped = state["stopped"]
+    if stopped is not None:
+        old = repo[state["entries"][stopped["index"]]["commit"]]
+        faults.point("cherry-pick the stopped patch")
+        repo.cherrypick(old.id)  # conflict markers into the work tree, stages into the index
+        stopped["paths"] = sorted({(a or o or t).path for a, o, t in (repo.index.conflicts or [])})
+        state["picked"] = {"index": stopped["index"]}
+    else:
+        state.pop("picked", None)
+    state["synced"] = str(tip.id)
+    state["sync"] = False
+    _save_state(up, state)
+
+
+def _advance(up: Upstream, state: dict, progress: Progress) -> Report:
+    """Replay from state['next'] until the end or a stop, syncing after each step."""
     repo = up.repo
     entries = state["entries"]
-    todo = entries[state["next"]:]
-    names = [model.Entry(e["name"], e["tier"], 0) for e in todo]
-    olds = [repo[e["commit"]] for e in todo]
-    rows, new_tip, stopped = replay(repo, names, olds, tip, stop=True, first=state["next"] + 1,
-                                    version=state["onto"]["version"], progress=progress)
-    state["rows"] += [dataclasses.asdict(r) for r in rows]
-    if new_tip.id != tip.id:
-        progress(f"checking out {ONTO_BRANCH} at {new_tip.short_id} in {up.path}")
-        repo.checkout_tree(new_tip.tree)
-        repo.references.create(ONTO_REF, new_tip.id, force=True)
-    state["tip"] = str(new_tip.id)
-    if stopped is None:
-        state["next"] = len(entries)
-        state["stopped"] = None
-    else:
-        index = state["next"] + stopped
-        state["next"] = index
-        old = olds[stopped]
-        repo.cherrypick(old.id)  # conflict markers into the work tree, stages into the index
-        paths = sorted({(a or o or t).path for a, o, t in (repo.index.conflicts or [])})
-        state["stopped"] = {"index": index, "tip": str(new_tip.id), "paths": paths}
-    _save_state(up, state)
+    while True:
+        if state.get("sync"):
+            _sync(up, state, progress)
+        if state["stopped"] is not None or state["next"] >= len(entries):
+            break
+        todo = entries[state["next"]:]
+        names = [model.Entry(e["name"], e["tier"], 0) for e in todo]
+        olds = [repo[e["commit"]] for e in todo]
+        tip = repo[state["tip"]]
+        rows, new_tip, stopped = replay(repo, names, olds, tip, stop=True, first=state["next"] + 1,
+                                        version=state["onto"]["version"], progress=progress)
+        state["rows"] = state["rows"][: state["next"]] + [dataclasses.asdict(r) for r in rows]
+        state["tip"] = str(new_tip.id)
+        if stopped is None:
+            state["next"] = len(entries)
+        else:
+            state["next"] += stopped
+            state["stopped"] = {"index": state["next"], "tip": str(new_tip.id), "paths": []}
+        state["sync"] = True
+        _save_state(up, state)
     return _write_report(up, state)
 
 
 def start(root: Path | str, onto: str, *, progress: Progress = print) -> Report:
-    """Replay the series onto ``onto`` on branch volta-onto; stop at the first conflict."""
+    """Replay the series onto ``onto`` on branch volta-onto; stop at the first conflict.
+
+    Run again after an interruption, with the same ``onto``, it finishes the replay.
+    """
     root = Path(root)
-    up = upstream.materialize(root, progress)
-    existing = load_state(up)
-    if existing is not None:
-        raise RebaseError(
-            f"a replay onto {existing['onto']['spec']} is in progress in {up.path}; "
-            "`--continue`, `--accept` or `--abort` it first"
-        )
-    _refuse_dirty(up, "refresh --onto")
-    entries, olds = series_commits(root, up, progress)
-    _refuse_dirty(up, "refresh --onto")
-    target = resolve(root, up, onto, progress)
-    repo = up.repo
-    forecast = _dry(root, up, entries, olds, target, lambda *_: None)
-    old_tip = olds[-1] if olds else up.base
-    backup = f"{PRE_ONTO_PREFIX}{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
-    repo.references.create(f"{backup}/volta", old_tip.id, force=True)
-    repo.references.create(f"{backup}/base", up.base.id, force=True)
-    series = model.Series.load(root)
-    state = {
-        "format": STATE_FORMAT,
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "onto": dataclasses.asdict(target),
-        "old": _old_words(root, up),
-        "old_base": str(up.base.id),
-        "old_tip": str(old_tip.id),
-        "backup": backup,
-        "series_digest": series.digest(),
-        "pin_sha256": _sha256(root / upstream.PIN_FILE),
-        "entries": [
-            {"number": i, "name": e.name, "tier": e.tier, "commit": str(c.id)}
-            for i, (e, c) in enumerate(zip(entries, olds), start=1)
-        ],
-        "forecast": [r.klass for r in forecast.rows],
-        "rows": [],
-        "next": 0,
-        "stopped": None,
-        "tip": target.base,
-        "notes": [],
-    }
-    _save_state(up, state)  # from here on, --abort can put everything back
-    new_base = repo[target.base]
-    repo.references.create(ONTO_REF, new_base.id, force=True)
-    progress(f"checking out {ONTO_BRANCH} at the new base {new_base.short_id} in {up.path}")
-    repo.checkout(ONTO_REF)
-    return _go(up, state, new_base, progress)
+    with guard.checkout(root, progress):
+        up = upstream.materialize(root, progress)
+        existing = load_state(up)
+        if existing is not None:
+            if existing["onto"]["spec"] == onto or version_of(onto) and existing["onto"]["version"] == version_of(onto):
+                if _interrupted(existing):
+                    progress(f"resuming the replay onto {existing['onto']['spec']} an interrupted run left")
+                    return _advance(up, existing, progress)
+                return _write_report(up, existing)
+            raise RebaseError(
+                f"a replay onto {existing['onto']['spec']} is in progress in {up.path}; "
+                "`--continue`, `--accept` or `--abort` it first"
+            )
+        _refuse_dirty(up, "refresh --onto")
+        entries, olds = series_commits(root, up, progress)
+        _refuse_dirty(up, "refresh --onto")
+        target = resolve(root, up, onto, progress)
+        repo = up.repo
+        forecast = _dry(root, up, entries, olds, target, lambda *_: None)
+        old_tip = olds[-1] if olds else up.base
+        backup = f"{PRE_ONTO_PREFIX}{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+        faults.point("backup refs")
+        repo.references.create(f"{backup}/volta", old_tip.id, force=True)
+        repo.references.create(f"{backup}/base", up.base.id, force=True)
+        series = model.Series.load(root)
+        state = {
+            "format": STATE_FORMAT,
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "onto": dataclasses.asdict(target),
+            "old": _old_words(root, up),
+            "old_base": str(up.base.id),
+            "old_tip": str(old_tip.id),
+            "backup": backup,
+            "series_digest": series.digest(),
+            "pin_sha256": _sha256(root / upstream.PIN_FILE),
+            "entries": [
+                {"number": i, "name": e.name, "tier": e.tier, "commit": str(c.id)}
+                for i, (e, c) in enumerate(zip(entries, olds), start=1)
+            ],
+            "forecast": [r.klass for r in forecast.rows],
+            "rows": [],
+            "next": 0,
+            "stopped": None,
+            "tip": target.base,
+            "synced": str(old_tip.id),
+            "sync": True,
+            "notes": [],
+        }
+        _save_state(up, state)  # from here on, --abort can put everything back
+        return _advance(up, state, progress)
 
 
 def _markers(path: Path) -> int:
@@ -697,8 +773,11 @@ def _markers(path: Path) -> int:
     return 0
 
 
-def _stage_resolution(up: Upstream, paths: list[str]) -> pygit2.Oid:
-    """Stage the work tree as the resolution (`git add -A`), refusing leftover markers."""
+def _resolution_tree(up: Upstream, paths: list[str]) -> pygit2.Oid:
+    """The work tree as the resolution (`git add -A`), refusing leftover markers.
+
+    Written as objects only: neither the index nor the work tree changes.
+    """
     repo, work = up.repo, Path(up.repo.workdir)
     index = repo.index
     index.read()
@@ -710,29 +789,33 @@ def _stage_resolution(up: Upstream, paths: list[str]) -> pygit2.Oid:
             "conflict markers are still in " + ", ".join(f"{p} (line {n})" for p, n in left)
             + f" in {up.path}; edit them away, then `nox -s refresh -- --continue` again"
         )
-    for path, flags in repo.status().items():
-        if flags == FileStatus.CURRENT or flags & FileStatus.IGNORED:
-            continue
-        if (work / path).exists():
-            index.add(path)
-        elif path in conflicted:
-            del index.conflicts[path]
-        else:
-            index.remove(path)
-    for path in conflicted:  # resolved by deleting the file, or already staged
-        if index.conflicts is not None and path in {(a or o or t).path for a, o, t in index.conflicts}:
-            if (work / path).exists():
-                index.add(path)
-            else:
-                del index.conflicts[path]
-    index.write()
-    return index.write_tree()
+    base = repo[repo.head.target].tree
+    scratch = pygit2.Index()
+    scratch.read_tree(base)
+    for path in sorted(set(stack.dirty_paths(repo)) | conflicted):
+        p = work / path
+        if p.is_symlink():
+            scratch.add(pygit2.IndexEntry(path, repo.create_blob(os.readlink(p).encode()), FileMode.LINK))
+        elif p.is_file():
+            mode = FileMode.BLOB_EXECUTABLE if p.stat().st_mode & 0o100 else FileMode.BLOB
+            scratch.add(pygit2.IndexEntry(path, repo.create_blob_fromdisk(str(p)), mode))
+        elif path in scratch:
+            scratch.remove(path)
+    return scratch.write_tree(repo)
 
 
 def cont(root: Path | str, *, progress: Progress = print) -> Report:
     """Commit the maintainer's resolution of the stopped patch and replay the rest."""
     root = Path(root)
+    with guard.checkout(root, progress):
+        return _cont(root, progress)
+
+
+def _cont(root: Path, progress: Progress) -> Report:
     up, state = _need_state(root)
+    if _interrupted(state):
+        progress("finishing what an interrupted run of the replay left")
+        return _advance(up, state, progress)
     stopped = state["stopped"]
     if stopped is None:
         raise RebaseError(
@@ -762,8 +845,8 @@ def cont(root: Path | str, *, progress: Progress = print) -> Report:
         tree = head.tree.id
         progress(f"--continue: taking the resolution committed as {head.short_id}")
     else:
-        tree = _stage_resolution(up, stopped.get("paths", []))
-    row = state["rows"][-1]
+        tree = _resolution_tree(up, stopped.get("paths", []))
+    row = state["rows"][stopped["index"]]
     if tree == stop_tip.tree.id:
         row["detail"] += "; resolved to no change: left out of the replay"
         tip = stop_tip
@@ -771,41 +854,65 @@ def cont(root: Path | str, *, progress: Progress = print) -> Report:
         tip = repo[_commit(repo, old, tree, stop_tip.id)]
         row["commit"] = str(tip.id)[:12]
         row["detail"] += f"; resolved by hand as {tip.short_id}"
-    repo.references.create(ONTO_REF, tip.id, force=True)
-    repo.index.read_tree(tip.tree)
-    repo.index.write()
-    repo.state_cleanup()
     progress(f"[{entry['number']}] {entry['name']}: resolution committed")
+    state["tip"] = str(tip.id)
+    state["synced"] = str(head.id) if head.id != stop_tip.id else state.get("synced")
     state["next"] = stopped["index"] + 1
     state["stopped"] = None
-    return _go(up, state, tip, progress)
+    state["sync"] = True
+    _save_state(up, state)  # the resolution is in a commit now; the work tree can be rewritten
+    return _advance(up, state, progress)
 
 
 def abort(root: Path | str, *, progress: Progress = print) -> str:
-    """Drop the replay: upstream/ back on branch volta, as before --onto. Returns what was kept."""
+    """Drop the replay: upstream/ back on branch volta, as before --onto. Returns what was kept.
+
+    An unfinished resolution in the work tree is kept as a commit first.
+    Run again after an interruption, it finishes.
+    """
     root = Path(root)
+    with guard.checkout(root, progress):
+        return _abort(root, progress)
+
+
+def _abort(root: Path, progress: Progress) -> str:
     up, state = _need_state(root)
     repo = up.repo
-    kept = f"{state['backup']}/volta"
-    branch = repo.references.get(ONTO_REF)
-    if branch is not None and str(branch.target) != state["onto"]["base"]:
-        repo.references.create(f"{state['backup']}/replay", branch.target, force=True)
-        kept += f", the dropped replay as {state['backup']}/replay"
+    worktree.clear_stale_lock(repo, progress)
+    backup = state["backup"]
+    kept = [f"{backup}/volta"]
+    if not state.get("aborting"):
+        branch = repo.references.get(ONTO_REF)
+        if branch is not None and str(branch.target) != state["onto"]["base"]:
+            faults.point("keep the replay")
+            repo.references.create(f"{backup}/replay", branch.target, force=True)
+        if state["stopped"] is not None and not state.get("sync") and stack.dirty_paths(repo):
+            worktree.snapshot(repo, f"{backup}/unfinished",
+                              "the work tree of an unfinished conflict resolution, kept by --abort\n")
+        state["aborting"] = True
+        _save_state(up, state)
+    if repo.references.get(f"{backup}/replay") is not None:
+        kept.append(f"the dropped replay as {backup}/replay")
+    if repo.references.get(f"{backup}/unfinished") is not None:
+        kept.append(f"the unfinished resolution as {backup}/unfinished")
+    faults.point("state cleanup")
     repo.state_cleanup()
-    if branch is not None:
-        repo.index.read_tree(repo[branch.target].tree)  # drops the conflict stages
-        repo.index.write()
     volta = repo[repo.references[BRANCH_REF].target]
-    repo.checkout(BRANCH_REF, strategy=CheckoutStrategy.FORCE)
-    work = Path(repo.workdir)
-    for path in (state.get("stopped") or {}).get("paths", []):
-        if _entry(volta.tree, path) is None and (work / path).is_file():
-            (work / path).unlink()  # written by the stopped cherry-pick, in neither tree
+    leaving = _left_trees(repo, state)
+    faults.point("HEAD to volta")
+    repo.set_head(BRANCH_REF)
+    worktree.switch(repo, volta.tree, leaving=leaving, also_remove=(state.get("stopped") or {}).get("paths", []))
+    branch = repo.references.get(ONTO_REF)
     if branch is not None:
+        faults.point("delete volta-onto")
         branch.delete()
-    _state_file(up).unlink()
-    progress(f"--abort: {up.path} is back on branch {BRANCH} at {volta.short_id}; kept {kept}")
-    return kept
+    faults.point("remove state.json")
+    report = report_path(up)
+    _state_file(up).unlink(missing_ok=True)
+    report.unlink(missing_ok=True)
+    words = ", ".join(kept)
+    progress(f"--abort: {up.path} is back on branch {BRANCH} at {volta.short_id}; kept {words}")
+    return words
 
 
 @dataclasses.dataclass
@@ -817,59 +924,102 @@ class Accepted:
 
 
 def accept(root: Path | str, *, progress: Progress = print) -> Accepted:
-    """Make the complete replay the series: volta and the base move, pin.toml and patches/ are rewritten."""
+    """Make the complete replay the series: volta and the base move, pin.toml and patches/ are rewritten.
+
+    The old pin.toml, patches/ and series/ are copied to a backup folder it
+    names. Run again after an interruption, it finishes.
+    """
     root = Path(root)
+    with guard.checkout(root, progress):
+        return _accept(root, progress)
+
+
+def _accept(root: Path, progress: Progress) -> Accepted:
     up, state = _need_state(root)
     repo = up.repo
-    if state["stopped"] is not None:
-        name = state["entries"][state["stopped"]["index"]]["name"]
-        raise RebaseError(f"the replay stopped at {name}; resolve it and `--continue` (or `--abort`) first")
-    series = model.Series.load(root)
-    if series.digest() != state["series_digest"] or _sha256(root / upstream.PIN_FILE) != state["pin_sha256"]:
-        raise RebaseError(
-            "patches/, series/ or pin.toml changed since the replay started; accepting would overwrite "
-            "that. `--abort`, keep the change (commit it), then start the replay again"
-        )
-    branch = repo.references.get(ONTO_REF)
-    if branch is None or str(branch.target) != state["tip"]:
-        raise RebaseError(
-            f"branch {ONTO_BRANCH} in {up.path} is not at the replayed tip {state['tip'][:12]}; "
-            "put it back or --abort"
-        )
-    _refuse_dirty(up, "--accept")
-    target = Target(**state["onto"])
-    pin = upstream.Pin.load(root)
-    if target.source == SOURCE_SDIST:
-        new_pin = release_pin(pin, releases.Release(**target.release))
-        sdist_base = target.base
-    else:
-        if not target.version:
+    if state.get("aborting"):
+        raise RebaseError("an --abort of this replay was interrupted; run `nox -s refresh -- --abort` to finish it")
+    if not state.get("accepting"):
+        if state["stopped"] is not None:
+            name = state["entries"][state["stopped"]["index"]]["name"]
+            raise RebaseError(f"the replay stopped at {name}; resolve it and `--continue` (or `--abort`) first")
+        if not _complete(state):
             raise RebaseError(
-                f"{target.spec} names no vLLM version, so the pin cannot say which release it is; "
-                "replay onto a release tag (vX.Y.Z) instead"
+                f"the replay onto {state['onto']['spec']} was interrupted after {len(state['rows'])} of "
+                f"{len(state['entries'])} patches; nothing was accepted. `nox -s refresh -- --continue` "
+                "finishes it"
             )
-        rel = releases.find(target.version, progress=progress)
-        new_pin = release_pin(pin, rel, commit=target.git_commit)
-        sdist = upstream.fetch_sdist(new_pin, progress)
-        sdist_base = str(upstream.import_base(repo, sdist, new_pin, upstream.release_ref(rel.version)))
-    new_up = Upstream(repo, repo[target.base], target.source if target.source == SOURCE_SDIST else upstream.SOURCE_SUBMODULE, up.path)
-    old_volta, old_base = repo.references[BRANCH_REF].target, repo.references[BASE_REF].target
-    repo.references.create(BRANCH_REF, branch.target, force=True)
+        series = model.Series.load(root)
+        if series.digest() != state["series_digest"] or _sha256(root / upstream.PIN_FILE) != state["pin_sha256"]:
+            raise RebaseError(
+                "patches/, series/ or pin.toml changed since the replay started; accepting would overwrite "
+                "that. `--abort`, keep the change (commit it), then start the replay again"
+            )
+        branch = repo.references.get(ONTO_REF)
+        if branch is None or str(branch.target) != state["tip"]:
+            raise RebaseError(
+                f"branch {ONTO_BRANCH} in {up.path} is not at the replayed tip {state['tip'][:12]}; "
+                "put it back or --abort"
+            )
+        _refuse_dirty(up, "--accept")
+        new_up = Upstream(repo, repo[state["onto"]["base"]], upstream.SOURCE_SDIST, up.path)
+        stack.render(new_up, state["tip"])  # tiers in order, fields present: before anything is written
+        target = Target(**state["onto"])
+        pin = upstream.Pin.load(root)
+        if target.source == SOURCE_SDIST:
+            new_pin = release_pin(pin, releases.Release(**target.release))
+            sdist_base = target.base
+        else:
+            if not target.version:
+                raise RebaseError(
+                    f"{target.spec} names no vLLM version, so the pin cannot say which release it is; "
+                    "replay onto a release tag (vX.Y.Z) instead"
+                )
+            rel = releases.find(target.version, progress=progress)
+            new_pin = release_pin(pin, rel, commit=target.git_commit)
+            sdist = upstream.fetch_sdist(new_pin, progress)
+            sdist_base = str(upstream.import_base(repo, sdist, new_pin, upstream.release_ref(rel.version)))
+        notes = (
+            f"Moved from vLLM {pin.version} by `nox -s refresh -- --onto {target.spec}` and `--accept`;",
+            f"the state before is kept in upstream/ as {state['backup']}/ (volta, base).",
+        )
+        files = [upstream.PIN_FILE, str(model.SERIES_FILE)] + [f"{model.PATCH_DIR}/{e.name}" for e in series.entries]
+        kept_dir = backup_mod.keep(root, files, why=f"--accept of the replay onto {target.spec}")
+        progress(f"--accept: the pin, series/ and patches/ as they were are kept in {kept_dir}")
+        state["accepting"] = {
+            "pin_text": upstream.pin_text(new_pin, base_commit=sdist_base, notes=notes),
+            "sdist_base": sdist_base,
+            "backup_dir": str(kept_dir),
+            "version": new_pin.version,
+            "commit_known": bool(new_pin.commit),
+        }
+        _save_state(up, state)
+    acc = state["accepting"]
+    target = Target(**state["onto"])
+    tip = repo[state["tip"]]
+    pin_path = root / upstream.PIN_FILE
+    if pin_path.read_text(encoding="utf-8") != acc["pin_text"]:
+        faults.point("write pin.toml")
+        tmp = pin_path.with_name(pin_path.name + ".tmp")
+        tmp.write_text(acc["pin_text"], encoding="utf-8")
+        tmp.replace(pin_path)
+    progress(f"--accept: pin.toml now pins vLLM {acc['version']}" + ("" if acc["commit_known"] else " (git commit not known)"))
+    new_up = Upstream(repo, repo[target.base], upstream.SOURCE_SDIST, up.path)
+    rendered, series_text = stack.render(new_up, tip.id)
+    files, _ = stack.write_series(root, rendered, series_text, force=True,
+                                  always_backup="", progress=progress)
+    faults.point("move volta")
+    repo.references.create(BRANCH_REF, tip.id, force=True)
+    faults.point("move base")
     repo.references.create(BASE_REF, repo[target.base].id, force=True)
-    try:
-        stack.render(new_up)  # tiers in order, fields present: before anything is written
-    except stack.StackError:
-        repo.references.create(BRANCH_REF, old_volta, force=True)
-        repo.references.create(BASE_REF, old_base, force=True)
-        raise
+    faults.point("HEAD to volta")
     repo.set_head(BRANCH_REF)
-    branch.delete()
-    notes = (
-        f"Moved from vLLM {pin.version} by `nox -s refresh -- --onto {target.spec}` and `--accept`;",
-        f"the state before is kept in upstream/ as {state['backup']}/ (volta, base).",
-    )
-    (root / upstream.PIN_FILE).write_text(upstream.pin_text(new_pin, base_commit=sdist_base, notes=notes), encoding="utf-8")
-    progress(f"--accept: pin.toml now pins vLLM {new_pin.version}" + ("" if new_pin.commit else " (git commit not known)"))
-    refreshed = stack.refresh(root, progress=progress)
-    _state_file(up).unlink()
-    return Accepted(new_pin, sdist_base, refreshed, report_path(up))
+    branch = repo.references.get(ONTO_REF)
+    if branch is not None:
+        faults.point("delete volta-onto")
+        branch.delete()
+    faults.point("remove state.json")
+    _state_file(up).unlink(missing_ok=True)
+    refreshed = stack.RefreshResult(files, 0.0, acc["backup_dir"])
+    final_pin = upstream.Pin.load(root)
+    return Accepted(final_pin, acc["sdist_base"], refreshed, report_path(up))

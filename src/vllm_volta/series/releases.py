@@ -1,7 +1,7 @@
 """vLLM releases as the package index lists them: version, sdist file, size, sha256, upload day.
 
-The index is pypi-simple's default endpoint (``VLLM_VOLTA_INDEX_URL``
-overrides it). Each answer is kept in the cache, so a release that was
+The index is the sdist index (``VLLM_VOLTA_SDIST_INDEX_URL``, else
+``PIP_INDEX_URL``, else PyPI; see :func:`upstream.sdist_index`). Each answer is kept in the cache, so a release that was
 looked up once can be found again offline.
 """
 
@@ -15,7 +15,7 @@ from typing import Iterable
 
 from packaging.version import InvalidVersion, Version
 
-from .upstream import Progress, UpstreamError, cache_dir
+from .upstream import Progress, UpstreamError, cache_dir, index_words, sdist_index
 
 PROJECT = "vllm"
 
@@ -95,18 +95,18 @@ def releases(project: str = PROJECT, progress: Progress = print) -> list[Release
     """All final releases with an sdist, newest first (the cached answer when offline)."""
     from pypi_simple import PyPISimple
 
-    endpoint = os.environ.get("VLLM_VOLTA_INDEX_URL")
+    endpoint, _ = sdist_index()
     try:
-        with PyPISimple(**({"endpoint": endpoint} if endpoint else {})) as client:
+        with PyPISimple(endpoint=endpoint) as client:
             page = client.get_project_page(project)
     except Exception as exc:  # network, HTTP or parse errors all mean "no fresh answer"
         cached = _load(project)
         if cached is None:
             raise ReleaseError(
-                f"the package index could not be read ({type(exc).__name__}: {exc}) and no earlier "
-                f"answer is cached in {_cache_file(project)}. Connect to the index (or set "
-                "VLLM_VOLTA_INDEX_URL to a mirror) and run again."
-            ) from exc
+                f"the package index {index_words()} could not be read ({type(exc).__name__}) and no "
+                f"earlier answer is cached in {_cache_file(project)}. Connect to the index (or set "
+                "VLLM_VOLTA_SDIST_INDEX_URL or PIP_INDEX_URL to a mirror) and run again."
+            ) from None
         progress(f"index: unreachable ({type(exc).__name__}); using the answer cached in {_cache_file(project)}")
         return cached
     found = from_packages(page.packages)

@@ -55,7 +55,21 @@ class Pin:
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise UpstreamError(f"{path}: no pin file") from None
+            raise UpstreamError(f"{path}: no pin file; restore it (`git checkout -- {PIN_FILE}`)") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise UpstreamError(
+                f"{path}: not valid TOML ({exc}); restore it (`git checkout -- {PIN_FILE}`) or fix it"
+            ) from None
+        try:
+            return cls._from(data)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            what = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise UpstreamError(
+                f"{path}: not a usable pin ({what}); restore it (`git checkout -- {PIN_FILE}`) or fix it"
+            ) from None
+
+    @classmethod
+    def _from(cls, data: dict) -> Pin:
         up = data["upstream"]
         sd = up["sdist"]
         base = sd["base"]
@@ -101,43 +115,103 @@ def _sha256(path: Path) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
+ENV_SDIST_INDEX = "VLLM_VOLTA_SDIST_INDEX_URL"
+DEFAULT_INDEX = "https://pypi.org/simple/"
+
+
+def sdist_index() -> tuple[str, str]:
+    """(simple API URL, the setting it came from) of the index the sdists are read from.
+
+    ``VLLM_VOLTA_SDIST_INDEX_URL``, else pip's ``PIP_INDEX_URL``, else PyPI.
+    The private upload index (``VLLM_VOLTA_INDEX_URL``) is not read here.
+    """
+    for name in (ENV_SDIST_INDEX, "PIP_INDEX_URL"):
+        value = os.environ.get(name, "").strip()
+        if value:
+            return value, name
+    return DEFAULT_INDEX, "default"
+
+
+def _redact(url: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.username or parts.password:
+        parts = parts._replace(netloc="***@" + (parts.hostname or "") + (f":{parts.port}" if parts.port else ""))
+    return urlunsplit(parts)
+
+
+def index_words() -> str:
+    url, setting = sdist_index()
+    how = "PyPI (set VLLM_VOLTA_SDIST_INDEX_URL or PIP_INDEX_URL for a mirror)" if setting == "default" else f"from {setting}"
+    return f"{_redact(url)} ({how})"
+
+
+def _simple(endpoint: str):
+    from pypi_simple import PyPISimple  # imported late: only the offline path needs it
+
+    return PyPISimple(endpoint=endpoint)
+
+
+def clear_stale_downloads(folder: Path) -> None:
+    """Remove .download-* files: with the cache lock held, each is a leftover of a killed download."""
+    for stray in folder.glob(".download-*"):
+        stray.unlink(missing_ok=True)
+
+
 def fetch_sdist(pin: Pin, progress: Progress = print, *, name: str = "vllm") -> Path:
     """The pinned sdist from the cache, downloaded once, its sha256 verified.
 
     A cached file whose hash is wrong is reported and left alone; a fresh
     download whose hash is wrong is removed (it is the only file touched).
+    Downloads into one cache are one at a time (a lock in the cache).
     """
-    target = cache_dir() / "sdist" / pin.sdist.filename
-    if target.exists():
-        digest = _sha256(target)
-        if digest != pin.sdist.sha256:
-            raise UpstreamError(
-                f"{target}: sha256 {digest} is not the pinned {pin.sdist.sha256}. "
-                "Nothing was changed. Remove that file and run again to download it anew."
-            )
-        progress(f"sdist: {target} (cached, sha256 verified)")
-        return target
-    from pypi_simple import PyPISimple  # imported late: only the offline path needs it
+    from . import guard
 
-    endpoint = os.environ.get("VLLM_VOLTA_INDEX_URL")
+    target = cache_dir() / "sdist" / pin.sdist.filename
     target.parent.mkdir(parents=True, exist_ok=True)
-    progress(f"sdist: downloading {pin.sdist.filename} from the package index")
-    with PyPISimple(**({"endpoint": endpoint} if endpoint else {})) as client:
-        page = client.get_project_page(name)
-        matches = [p for p in page.packages if p.filename == pin.sdist.filename]
-        if not matches:
-            raise UpstreamError(f"the package index has no {pin.sdist.filename}")
+    with guard.hold("sdist-cache", f"the sdist cache {target.parent}", progress):
+        clear_stale_downloads(target.parent)
+        if target.exists():
+            digest = _sha256(target)
+            if digest != pin.sdist.sha256:
+                raise UpstreamError(
+                    f"{target}: sha256 {digest} is not the pinned {pin.sdist.sha256}. "
+                    "Nothing was changed. Remove that file and run again to download it anew."
+                )
+            progress(f"sdist: {target} (cached, sha256 verified)")
+            return target
+        endpoint, _ = sdist_index()
+        progress(f"sdist: downloading {pin.sdist.filename} from {index_words()}")
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".download-")
         os.close(fd)
         tmp_path = Path(tmp)
         try:
-            client.download_package(matches[0], tmp_path, verify=False)
+            try:
+                with _simple(endpoint) as client:
+                    page = client.get_project_page(name)
+                    matches = [p for p in page.packages if p.filename == pin.sdist.filename]
+                    if not matches:
+                        raise UpstreamError(
+                            f"the package index {index_words()} has no {pin.sdist.filename}; point "
+                            f"{ENV_SDIST_INDEX} at an index that has it, then run again"
+                        )
+                    client.download_package(matches[0], tmp_path, verify=False)
+            except UpstreamError:
+                raise
+            except Exception as exc:  # network, HTTP and parse errors of the index
+                raise UpstreamError(
+                    f"cannot download {pin.sdist.filename} from {index_words()}: "
+                    f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}. Connect to it, "
+                    f"or set {ENV_SDIST_INDEX} (or PIP_INDEX_URL) to a reachable mirror, or put the file "
+                    f"at {target}; then run again"
+                ) from None
             digest = _sha256(tmp_path)
             if digest != pin.sdist.sha256:
                 raise UpstreamError(
                     f"downloaded {pin.sdist.filename} has sha256 {digest}, not the pinned "
                     f"{pin.sdist.sha256}: refusing it. The download was discarded; "
-                    "check the index (VLLM_VOLTA_INDEX_URL) and the pin."
+                    f"check the index ({index_words()}) and the pin."
                 )
             tmp_path.replace(target)
         finally:
@@ -257,14 +331,42 @@ def _adopt_submodule(repo: pygit2.Repository, pin: Pin, path: Path) -> Upstream:
     return Upstream(repo, base, SOURCE_SUBMODULE, path)
 
 
+STAGING = ".upstream-import"
+
+
+def _half_import(path: Path) -> bool:
+    """upstream/.git from an import cut short by an older engine: no refs, no commit, no files."""
+    repo = _open(path)
+    if repo is None:
+        return False
+    try:
+        empty = repo.head_is_unborn and not list(repo.references)
+    except pygit2.GitError:
+        return False
+    return empty and all(p.name == ".git" for p in path.iterdir())
+
+
 def materialize(root: Path | str, progress: Progress = print) -> Upstream:
-    """Open upstream/, or create it from the verified sdist when it is absent."""
+    """Open upstream/, or create it from the verified sdist when it is absent.
+
+    The import is built in ``.upstream-import/`` beside it and renamed into
+    place once it is whole, so an interrupted import leaves only that folder,
+    which the next run removes.
+    """
+    import shutil
+
     root = Path(root)
+    path = root / UPSTREAM_DIR
+    staging = root / STAGING
+    if _half_import(path):
+        progress(f"upstream: removing the half-finished import an interrupted run left in {path}")
+        shutil.rmtree(path / ".git")
     existing = open_upstream(root)
     if existing is not None:
+        if staging.exists():
+            shutil.rmtree(staging)
         progress(f"upstream: {existing.describe()}")
         return existing
-    path = root / UPSTREAM_DIR
     if path.exists() and not _is_empty_dir(path):
         raise UpstreamError(
             f"{path} exists, is not empty and is not a git repository; "
@@ -273,8 +375,13 @@ def materialize(root: Path | str, progress: Progress = print) -> Upstream:
     pin = Pin.load(root)
     progress("upstream: submodule not cloned; using the PyPI sdist instead")
     sdist = fetch_sdist(pin, progress)
-    path.mkdir(parents=True, exist_ok=True)
-    repo = pygit2.init_repository(str(path), initial_head=BRANCH)
+    if staging.exists():
+        progress(f"upstream: removing {staging}, left by an interrupted import")
+        shutil.rmtree(staging)
+    from . import faults
+
+    faults.point("init staging repository")
+    repo = pygit2.init_repository(str(staging), initial_head=BRANCH)
     tree = import_sdist_tree(repo, sdist, pin)
     sig = base_signature(pin)
     base_id = repo.create_commit(None, sig, sig, base_message(pin), tree, [])
@@ -282,15 +389,22 @@ def materialize(root: Path | str, progress: Progress = print) -> Upstream:
         raise UpstreamError(
             f"importing {sdist.name} gave base commit {base_id}, not the pinned "
             f"{pin.sdist.commit}: the import is not reproducible here (pygit2/libgit2 "
-            f"{pygit2.__version__}/{pygit2.LIBGIT2_VERSION}?). {path} was left for inspection; "
+            f"{pygit2.__version__}/{pygit2.LIBGIT2_VERSION}?). {staging} was left for inspection; "
             "remove it before running again"
         )
+    faults.point("base refs")
     repo.references.create(BASE_REF, base_id, force=True)
     repo.references.create(BRANCH_REF, base_id, force=True)
     repo.set_head(BRANCH_REF)
     progress(f"upstream: checking out {sum(1 for _ in _walk(repo[tree]))} files")
+    faults.point("checkout the import")
     repo.checkout_tree(repo[tree], strategy=pygit2.enums.CheckoutStrategy.FORCE)
     repo.set_head(BRANCH_REF)
+    faults.point("move the import into place")
+    if path.exists():
+        path.rmdir()  # empty (checked above): the submodule's placeholder
+    staging.rename(path)
+    repo = pygit2.Repository(str(path))
     up = Upstream(repo, repo[base_id], SOURCE_SDIST, path)
     progress(f"upstream: {up.describe()}")
     return up

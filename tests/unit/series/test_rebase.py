@@ -185,8 +185,10 @@ def test_start_stops_at_the_conflict_with_markers_and_touches_no_series_file(roo
     assert repo.references[f"{state['backup']}/volta"].target == volta
     assert repo.references[f"{state['backup']}/base"].target == base
     assert rebase.report_path(upstream.open_upstream(root)).read_text() == rep.markdown()
+    again = rebase.start(root, "v0.0.2", progress=quiet)  # a rerun: the same stop, nothing redone
+    assert again.stopped and again.markdown() == rep.markdown()
     with pytest.raises(rebase.RebaseError, match="in progress"):
-        rebase.start(root, "v0.0.2", progress=quiet)
+        rebase.start(root, "v0.0.3", progress=quiet)
     with pytest.raises(rebase.RebaseError, match="stopped at"):
         rebase.accept(root, progress=quiet)
 
@@ -349,7 +351,7 @@ def test_releases_keep_final_unyanked_sdists_newest_first():
 
 def test_release_lookup_falls_back_to_the_cached_answer(tmp_path, monkeypatch):
     monkeypatch.setenv("VLLM_VOLTA_CACHE", str(tmp_path))
-    monkeypatch.setenv("VLLM_VOLTA_INDEX_URL", "http://127.0.0.1:9/simple/")  # nothing listens there
+    monkeypatch.setenv("VLLM_VOLTA_SDIST_INDEX_URL", "http://127.0.0.1:9/simple/")  # nothing listens there
     with pytest.raises(releases.ReleaseError, match="no earlier answer"):
         releases.find("0.10.0", progress=quiet)
     rel = releases.Release("0.10.0", "vllm-0.10.0.tar.gz", 5, "ab", "2025-07-25T00:22:27+00:00")

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pygit2
 import pytest
 
@@ -73,8 +75,14 @@ def test_refuses_uncommitted_edits_and_keeps_them(root):
     edited.write_text("my work\n")
     with pytest.raises(stack.StackError) as err:
         stack.apply(root, progress=quiet)
-    assert "a.py" in str(err.value) and "stash" in str(err.value)
+    assert "a.py" in str(err.value) and "--force" in str(err.value) and "stash" not in str(err.value)
     assert edited.read_text() == "my work\n"
+    # the advice is safe to follow: --force keeps the edit as a commit it names
+    result = stack.apply(root, force=True, progress=quiet)
+    repo = pygit2.Repository(str(root / "upstream"))
+    kept = repo.references[result.backup].peel(pygit2.Commit)
+    assert kept.tree["a.py"].data == b"my work\n"
+    assert stack.dirty_paths(repo) == []
 
 
 def test_refuses_branch_commits_not_in_series_unless_forced(root):
@@ -121,7 +129,11 @@ def test_refresh_renumbers_after_a_patch_is_dropped(root):
     new = repo.create_commit(None, sig, sig, third.message, new_tree, [first.id])
     repo.references.create(upstream.BRANCH_REF, new, force=True)
     repo.checkout(upstream.BRANCH_REF, strategy=pygit2.enums.CheckoutStrategy.FORCE)
-    result = stack.refresh(root, progress=quiet)
+    # 0002 is in no commit of the branch now: refresh refuses to drop it without --force
+    with pytest.raises(stack.StackError, match="0002-second-add-c.patch no commit of branch volta holds it"):
+        stack.refresh(root, progress=quiet)
+    result = stack.refresh(root, force=True, progress=quiet)
+    assert (Path(result.backup) / "patches" / "0002-second-add-c.patch").exists()
     assert sorted(p.name for p in (root / "patches").iterdir()) == [
         "0001-first-edit-a.patch", "0002-third-edit-b-and-a.patch"]
     states = dict(result.files)
