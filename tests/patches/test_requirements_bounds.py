@@ -58,6 +58,7 @@ BREAKING = [
 # the bounds must keep admitting them.
 RUN_WITH = [
     ("transformers", "4.53.2"),
+    ("transformers", "4.52.4"),   # what vLLM 0.9.2's own requirements/test.txt pins
     ("tokenizers", "0.21.2"),
     ("huggingface-hub", "0.33.4"),
     ("pydantic", "2.11.7"),
