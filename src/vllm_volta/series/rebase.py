@@ -700,7 +700,13 @@ def _advance(up: Upstream, state: dict, progress: Progress) -> Report:
             state["stopped"] = {"index": state["next"], "tip": str(new_tip.id), "paths": []}
         state["sync"] = True
         _save_state(up, state)
-    return _write_report(up, state)
+    rep = _write_report(up, state)
+    if state["stopped"] is not None and not state["stopped"].get("shown"):
+        # Only now has the user been told to resolve it: before this, a --continue
+        # must not take the work tree for a resolution.
+        state["stopped"]["shown"] = True
+        _save_state(up, state)
+    return rep
 
 
 def start(root: Path | str, onto: str, *, progress: Progress = print) -> Report:
@@ -716,8 +722,7 @@ def start(root: Path | str, onto: str, *, progress: Progress = print) -> Report:
             if existing["onto"]["spec"] == onto or version_of(onto) and existing["onto"]["version"] == version_of(onto):
                 if _interrupted(existing):
                     progress(f"resuming the replay onto {existing['onto']['spec']} an interrupted run left")
-                    return _advance(up, existing, progress)
-                return _write_report(up, existing)
+                return _advance(up, existing, progress)  # nothing left to do: just the report again
             raise RebaseError(
                 f"a replay onto {existing['onto']['spec']} is in progress in {up.path}; "
                 "`--continue`, `--accept` or `--abort` it first"
@@ -813,7 +818,7 @@ def cont(root: Path | str, *, progress: Progress = print) -> Report:
 
 def _cont(root: Path, progress: Progress) -> Report:
     up, state = _need_state(root)
-    if _interrupted(state):
+    if _interrupted(state) or state["stopped"] is not None and not state["stopped"].get("shown"):
         progress("finishing what an interrupted run of the replay left")
         return _advance(up, state, progress)
     stopped = state["stopped"]

@@ -477,6 +477,10 @@ def _plan(root: Path, rendered: list[tuple[str, str, str]], series_text: str) ->
     new_texts = {text.encode("utf-8") for _, _, text in rendered}
     keep = {name for name, _, _ in rendered}
     committed = _committed(root)
+    try:
+        old_count = len(model.Series.load(root).entries)
+    except model.SeriesError:
+        old_count = len(list(patch_dir.glob("*.patch")))
     writes, removes, files, risky = [], [], [], []
     for name, _, text in rendered:
         rel = f"{model.PATCH_DIR}/{name}"
@@ -495,7 +499,10 @@ def _plan(root: Path, rendered: list[tuple[str, str, str]], series_text: str) ->
         rel = f"{model.PATCH_DIR}/{stale.name}"
         removes.append(rel)
         files.append((rel, REMOVED))
-        if stale.read_bytes() not in new_texts:
+        # A removed file is rebuilt by the branch when it only moved (renumbered), or by
+        # git when it is committed and the series does not shrink (a renamed subject).
+        # A shrinking series (a shorter branch, a dropped patch) needs --force.
+        if stale.read_bytes() not in new_texts and not (committed(rel) and len(rendered) >= old_count):
             risky.append((rel, "no commit of branch volta holds it"))
     series_rel = str(model.SERIES_FILE)
     series_path = root / model.SERIES_FILE

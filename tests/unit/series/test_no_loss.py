@@ -3,6 +3,7 @@
 One test per case of the issue (numbered as there), on small synthetic trees.
 """
 
+import gzip
 import hashlib
 import io
 import tarfile
@@ -239,13 +240,13 @@ def _sdist_root(tmp_path):
     shutil.rmtree(root / "upstream")
     (root / "upstream").mkdir()
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+    with tarfile.open(fileobj=buf, mode="w") as tar:
         for path, text in {"a.py": lines(30), "pkg/b.py": "b\n", "PKG-INFO": "x\n"}.items():
             data = text.encode()
             info = tarfile.TarInfo(f"up-0.0.1/{path}")
             info.size, info.mode, info.mtime = len(data), 0o644, 0
             tar.addfile(info, io.BytesIO(data))
-    data = buf.getvalue()
+    data = gzip.compress(buf.getvalue(), mtime=0)  # the same bytes every time
     cache = tmp_path / "cache" / "sdist"
     cache.mkdir(parents=True, exist_ok=True)
     (cache / "up-0.0.1.tar.gz").write_bytes(data)
