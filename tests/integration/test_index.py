@@ -250,18 +250,18 @@ def test_publish_to_private_index(world, publisher_env, capsys):
     assert f"#sha256={sidecar}" in page
 
 
-def test_republish_is_refused(world, publisher_env, capsys):
+def test_republish_of_the_same_files_is_done_and_uploads_nothing(world, publisher_env, capsys):
     before = world["private"].files()
-    assert ship(["publish", "--dist", str(world["dist"]), "--allow-empty-build", "--allow-dev-build"]) == 1
+    assert ship(["publish", "--dist", str(world["dist"]), "--allow-empty-build", "--allow-dev-build"]) == 0
     out = capsys.readouterr().out
-    assert "refusing to re-upload an existing version" in out and "byte-identical" in out
+    assert "already on the index, identical" in out and "uploading" not in out
     assert world["private"].files() == before
 
 
-def test_dry_run_reports_the_conflict(world, publisher_env, capsys):
-    assert ship(["publish", "--dist", str(world["dist"]), "--allow-empty-build", "--allow-dev-build", "--dry-run"]) == 1
+def test_dry_run_reports_identical_files_as_done(world, publisher_env, capsys):
+    assert ship(["publish", "--dist", str(world["dist"]), "--allow-empty-build", "--allow-dev-build", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "DRY RUN" in out and "exists (same file name)" in out
+    assert "DRY RUN" in out and "identical (done)" in out
 
 
 def test_upload_needs_the_token(world, publisher_env, monkeypatch, capsys, tmp_path):

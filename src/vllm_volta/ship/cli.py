@@ -79,7 +79,8 @@ def _publish(args: argparse.Namespace) -> int:
         publish.render_plan(plan, console, title=title)
         if args.dry_run:
             if plan.conflicts:
-                console.print("[red]a real publish would be refused: these versions are on the index[/]")
+                console.print("[red]a real publish would be refused: these versions are on the index "
+                              "with other files[/]")
                 return 1
             return 0
         notes = publish.upload_plan(plan, config, console)
@@ -88,7 +89,9 @@ def _publish(args: argparse.Namespace) -> int:
         return 1
     for note in notes:
         console.print(f"[yellow]note: {note}[/]")
-    console.print(f"[green]published {len(plan.uploads)} files; install with "
+    done = len(plan.uploads) - len(plan.pending)
+    console.print(f"[green]published {len(plan.uploads)} files"
+                  + (f" ({done} already on the index, identical)" if done else "") + "; install with "
                   f"`pip install vllm-volta=={plan.uploads[-1].artifact.version}` (docs/install.md)[/]")
     return 0
 

@@ -3,12 +3,17 @@
 Order of work:
 1. check every vllm wheel in dist/ (version, label, sha256 sidecar);
 2. build the vllm-volta meta wheel that pins exactly that version;
-3. read the index's simple pages: if any file of either version is already
-   there, refuse the whole publish (an index version is immutable);
-4. upload with twine, vllm first and the meta wheel last, so that
+3. read the index's simple pages: a planned file the index already serves
+   with the same bytes (sha256) is done; any other file under either version
+   (different bytes, or a file this build does not have) refuses the whole
+   publish (an index version is immutable);
+4. upload the rest with twine, vllm first and the meta wheel last, so that
    ``pip install vllm-volta`` never sees a meta wheel whose vllm is missing;
 5. read the simple pages again and check each file is listed with the sha256
    recorded beside it.
+
+So a publish cut short (killed, network lost after the vllm wheel) is
+finished by running it again: what is on the index already counts as done.
 """
 
 from __future__ import annotations
@@ -40,14 +45,25 @@ class PublishRefused(Exception):
 @dataclass
 class PlannedUpload:
     artifact: Artifact
-    on_index: list[IndexFile] = field(default_factory=list)
+    on_index: list[IndexFile] = field(default_factory=list)  # the index's files of this version
+    identical: bool = False  # the index serves this very file, byte for byte
+
+    @property
+    def done(self) -> bool:
+        return self.identical and all(f.filename == self.artifact.filename for f in self.on_index)
+
+    @property
+    def conflict(self) -> bool:
+        return bool(self.on_index) and not self.done
 
     @property
     def status(self) -> str:
         if not self.on_index:
             return "new"
+        if self.done:
+            return "on the index, identical (done)"
         same = any(f.filename == self.artifact.filename for f in self.on_index)
-        return "exists (same file name)" if same else "exists (other files of this version)"
+        return "exists, different bytes" if same else "exists (other files of this version)"
 
 
 @dataclass
@@ -59,7 +75,11 @@ class PublishPlan:
 
     @property
     def conflicts(self) -> list[PlannedUpload]:
-        return [u for u in self.uploads if u.on_index]
+        return [u for u in self.uploads if u.conflict]
+
+    @property
+    def pending(self) -> list[PlannedUpload]:
+        return [u for u in self.uploads if not u.done]
 
 
 def prepare(dist: Path, *, allow_empty_build: bool = False, allow_dev_build: bool = False) -> PublishPlan:
@@ -93,14 +113,35 @@ def prepare(dist: Path, *, allow_empty_build: bool = False, allow_dev_build: boo
     return PublishPlan(series=series, uploads=uploads)
 
 
+def _served_sha256(config: IndexConfig, f: IndexFile, session: requests.Session | None) -> str | None:
+    """The sha256 the index gives for ``f``; where it lists none, that of the bytes it serves."""
+    if f.sha256:
+        return f.sha256
+    import hashlib
+
+    http = session or requests.Session()
+    auth = (config.username, config.password) if config.password else None
+    try:
+        response = http.get(f.url, auth=auth, timeout=300, stream=True)
+        response.raise_for_status()
+        digest = hashlib.sha256()
+        for chunk in response.iter_content(1 << 20):
+            digest.update(chunk)
+    except requests.RequestException as exc:
+        raise IndexProblem(f"cannot read {redact(f.url)} to compare it: {exc}. Is the index up?") from None
+    return digest.hexdigest()
+
+
 def check_index(plan: PublishPlan, config: IndexConfig, session: requests.Session | None = None) -> None:
-    """Fill in which planned files' versions the index already holds."""
+    """Fill in which planned files' versions the index already holds, and which are there identical."""
     listings: dict[str, list[IndexFile]] = {}
     for upload in plan.uploads:
         name = upload.artifact.name
         if name not in listings:
             listings[name] = list_project_files(config, name, session=session)
         upload.on_index = [f for f in listings[name] if f.version == upload.artifact.version]
+        same = [f for f in upload.on_index if f.filename == upload.artifact.filename]
+        upload.identical = bool(same) and _served_sha256(config, same[0], session) == upload.artifact.sha256
     plan.index = config
     plan.index_note = f"read {redact(config.simple_url)}"
 
@@ -120,7 +161,7 @@ def render_plan(plan: PublishPlan, console: Console, *, title: str) -> None:
     for number, upload in enumerate(plan.uploads, 1):
         a = upload.artifact
         status = upload.status if plan.index else "not checked"
-        style = "red" if upload.on_index else None
+        style = "red" if upload.conflict else ("green" if upload.done else None)
         table.add_row(str(number), a.filename, a.kind, _size(a.size), a.sha256[:12], status, style=style)
     console.print(table)
     console.print(f"index: {plan.index.describe() if plan.index else 'not configured'} ({plan.index_note})")
@@ -138,12 +179,11 @@ def refuse_conflicts(plan: PublishPlan) -> None:
     for upload in plan.conflicts:
         a = upload.artifact
         same = [f for f in upload.on_index if f.filename == a.filename]
-        identical = same and same[0].sha256 == a.sha256
         detail = ", ".join(f.filename for f in upload.on_index)
-        why = " (byte-identical: it was published before)" if identical else ""
+        why = (" with different bytes (sha256 differs from " + a.sha256[:12] + ")") if same else ""
         lines.append(f"  {a.name} {a.version} is already on the index{why}: {detail}")
     raise PublishRefused(
-        "refusing to re-upload an existing version; nothing was uploaded.\n"
+        "refusing to publish over an existing version with different files; nothing was uploaded.\n"
         + "\n".join(lines)
         + "\nA published version is immutable: tag the next series release (git tag vN+1, giving "
         "0.9.2+volta.N+1) and rebuild. If the earlier upload was broken, delete that version on the "
@@ -179,6 +219,9 @@ def upload_plan(
     refuse_conflicts(plan)
     for upload in plan.uploads:
         a = upload.artifact
+        if upload.done:
+            console.print(f"{a.filename} is on the index already, identical: done")
+            continue
         if sha256_of(a.path) != a.sha256:
             raise ArtifactError(f"{a.filename} changed on disk since it was checked; rebuild it.")
         console.print(f"uploading {a.filename} ({_size(a.size)}) ...")
@@ -186,15 +229,28 @@ def upload_plan(
             _twine_upload(config, a.path, progress=console.is_terminal)
         except requests.HTTPError as exc:
             status = exc.response.status_code if exc.response is not None else "?"
+            if status in (400, 409) and _now_identical(plan, upload, config, session):
+                console.print(f"{a.filename} was put on the index meanwhile, identical: done")
+                continue
             hint = (
-                "the index already has this file (someone published it meanwhile?)"
+                "the index already has a file of that name with other bytes (someone published meanwhile?)"
                 if status in (400, 409)
                 else "check the upload URL and the token's rights"
             )
-            raise IndexProblem(f"upload of {a.filename} failed with HTTP {status}: {hint}.") from exc
+            raise IndexProblem(f"upload of {a.filename} failed with HTTP {status}: {hint}; "
+                               "run the publish again to go on from there.") from None
         except TwineException as exc:
-            raise IndexProblem(f"twine refused {a.filename}: {exc}") from exc
+            raise IndexProblem(f"twine refused {a.filename}: {exc}; run the publish again to go on from there.") from None
+        except requests.RequestException as exc:
+            raise IndexProblem(f"upload of {a.filename} did not get through ({type(exc).__name__}); "
+                               "run the publish again: what is on the index already counts as done.") from None
     return verify_published(plan, config, session=session)
+
+
+def _now_identical(plan: PublishPlan, upload: PlannedUpload, config: IndexConfig, session) -> bool:
+    files = list_project_files(config, upload.artifact.name, session=session)
+    same = [f for f in files if f.filename == upload.artifact.filename]
+    return bool(same) and _served_sha256(config, same[0], session) == upload.artifact.sha256
 
 
 def verify_published(

@@ -1,4 +1,5 @@
 import pytest
+import requests
 from rich.console import Console
 
 from vllm_volta.ship import publish
@@ -54,19 +55,98 @@ def test_dry_run_table(tmp_path, monkeypatch):
     refuse_conflicts(plan)  # nothing on the index: no refusal
 
 
-def test_existing_version_is_refused_before_any_upload(tmp_path, monkeypatch):
+def test_identical_file_on_the_index_counts_as_done(tmp_path, monkeypatch):
     wheel = vllm_wheel(tmp_path, "0.9.2+volta.5")
     plan = prepare(tmp_path)
     sha = plan.uploads[0].artifact.sha256
     on_index = [IndexFile(wheel.name, "u", sha, plan.uploads[0].artifact.version)]
     monkeypatch.setattr(publish, "list_project_files", _listing(on_index))
     uploaded = []
+
+    def fake_upload(config, path, progress):
+        uploaded.append(path)
+        a = next(u.artifact for u in plan.uploads if u.artifact.path == path)
+        on_index.append(IndexFile(path.name, "u", a.sha256, a.version))
+
+    monkeypatch.setattr(publish, "_twine_upload", fake_upload)
+    check_index(plan, CONFIG)
+    assert [u.status for u in plan.uploads] == ["on the index, identical (done)", "new"]
+    publish.upload_plan(plan, CONFIG, Console(quiet=True))
+    assert [p.name for p in uploaded] == [plan.uploads[1].artifact.filename]  # the meta wheel only
+
+
+def test_different_bytes_under_the_same_file_name_are_refused(tmp_path, monkeypatch):
+    wheel = vllm_wheel(tmp_path, "0.9.2+volta.5")
+    plan = prepare(tmp_path)
+    on_index = [IndexFile(wheel.name, "u", "e" * 64, plan.uploads[0].artifact.version)]
+    monkeypatch.setattr(publish, "list_project_files", _listing(on_index))
+    uploaded = []
     monkeypatch.setattr(publish, "_twine_upload", lambda c, p, progress: uploaded.append(p))
     check_index(plan, CONFIG)
-    assert [u.status for u in plan.uploads] == ["exists (same file name)", "new"]
-    with pytest.raises(PublishRefused, match=r"vllm 0.9.2\+volta.5 is already on the index \(byte-identical"):
+    assert plan.uploads[0].status == "exists, different bytes"
+    with pytest.raises(PublishRefused, match=r"vllm 0.9.2\+volta.5 is already on the index with different bytes"):
         publish.upload_plan(plan, CONFIG, Console(file=None))
     assert uploaded == []
+
+
+def test_a_publish_cut_short_after_the_vllm_wheel_is_finished_by_a_rerun(tmp_path, monkeypatch):
+    """Issue 13, case 6: the vllm wheel went up, the meta wheel did not; every rerun refused."""
+    vllm_wheel(tmp_path, "0.9.2+volta.5")
+    served: list[IndexFile] = []
+    calls = []
+
+    def upload_then_die(config, path, progress):
+        calls.append(path.name)
+        plan_now = prepare(tmp_path)
+        a = next(u.artifact for u in plan_now.uploads if u.artifact.filename == path.name)
+        served.append(IndexFile(path.name, "u", a.sha256, a.version))
+        if len(calls) == 1:
+            raise requests.ConnectionError("connection lost")  # the kill, after the first upload
+
+    monkeypatch.setattr(publish, "_twine_upload", upload_then_die)
+    monkeypatch.setattr(publish, "list_project_files", _listing(served))
+    plan = prepare(tmp_path)
+    check_index(plan, CONFIG)
+    with pytest.raises(IndexProblem, match="run the publish again"):
+        publish.upload_plan(plan, CONFIG, Console(quiet=True))
+    again = prepare(tmp_path)  # the rerun rebuilds the meta wheel: the same bytes
+    check_index(again, CONFIG)
+    assert [u.status for u in again.uploads] == ["on the index, identical (done)", "new"]
+    assert publish.upload_plan(again, CONFIG, Console(quiet=True)) == []
+    assert [f.filename.split("-")[0] for f in served] == ["vllm", "vllm_volta"]
+    third = prepare(tmp_path)  # and once more: all done, nothing uploaded
+    check_index(third, CONFIG)
+    assert third.pending == [] and publish.upload_plan(third, CONFIG, Console(quiet=True)) == []
+    assert len(calls) == 2
+
+
+def test_an_index_without_hashes_is_compared_by_its_bytes(tmp_path, monkeypatch):
+    wheel = vllm_wheel(tmp_path, "0.9.2+volta.5")
+    plan = prepare(tmp_path)
+
+    class Response:
+        def __init__(self, data):
+            self.data = data
+
+        def raise_for_status(self):
+            pass
+
+        def iter_content(self, n):
+            yield self.data
+
+    class Session:
+        def __init__(self, data):
+            self.data = data
+
+        def get(self, url, **kw):
+            return Response(self.data)
+
+    on_index = [IndexFile(wheel.name, "u", None, plan.uploads[0].artifact.version)]
+    monkeypatch.setattr(publish, "list_project_files", _listing(on_index))
+    check_index(plan, CONFIG, session=Session(wheel.read_bytes()))
+    assert plan.uploads[0].done
+    check_index(plan, CONFIG, session=Session(b"other bytes"))
+    assert plan.uploads[0].conflict
 
 
 def test_other_file_of_same_version_counts(tmp_path, monkeypatch):
