@@ -74,10 +74,19 @@ def tests(session: nox.Session) -> None:
         session.run("pytest", "-ra", *session.posargs, env=tree)
         return
     # tests/kernels sets Triton up before vLLM is first imported: its own process.
-    session.run("pytest", "-ra", "tests", "--ignore=tests/kernels", env=tree)
+    session.run("pytest", "-ra", "tests", "--ignore=tests/kernels", "--ignore=tests/install", env=tree)
+    # The wheel as a host installs it: build, lock, fresh venv with torch 2.7.0, import probe.
+    session.run("pytest", "-ra", "tests/install", env=tree)
     session.run("pytest", "-ra", "tests/kernels", env=tree)
     session.run("python", "-m", "vllm_volta", "series", "check")
     session.run("python", "-m", "vllm_volta", "series", "prove")
+
+
+@nox.session
+def lock(session: nox.Session) -> None:
+    """Write the dependency lock (exact versions and hashes) beside each vllm wheel in dist/."""
+    _engine(session, "-r", "requirements/ship.txt")
+    _volta(session, "ship", "lock", "--dist", "dist")
 
 
 @nox.session

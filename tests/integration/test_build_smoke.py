@@ -153,6 +153,19 @@ def test_empty_route_builds_a_verified_wheel(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == [result.wheel.name, result.wheel.name + ".sha256"]
 
 
+@pytest.mark.parametrize("project,says_dev", [("3", False), ("3.1.dev2+g1a2b3c4", True)])
+def test_untagged_build_says_it_made_a_dev_label(tmp_path, project, says_dev):
+    said = []
+    result = routes.build(routes.Request(root=ROOT, tree=_tree(), out=tmp_path / "dist", route="empty",
+                                         project_version=project, log_dir=tmp_path),
+                          progress=said.append)
+    notes = [line for line in said if line.startswith("note:") and "development label" in line]
+    assert bool(notes) == says_dev, said[:3]
+    if says_dev:
+        assert result.wheel.name.startswith("vllm-0.9.2+volta.3.1.dev2.g1a2b3c4.empty-")
+        assert "git tag vN" in notes[0]
+
+
 def test_upstream_kernels_route_refuses_a_changed_kernel_source(tmp_path):
     tree = tmp_path / "tree"
     shutil.copytree(_tree(), tree, ignore=shutil.ignore_patterns(".git", "build", "__pycache__", "*.so"))

@@ -349,3 +349,54 @@ def cuobjdump_only(cache: Path, progress: Progress = print) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+DRIVER_STUB = "./usr/lib/x86_64-linux-gnu/stubs/libcuda.so"
+
+
+def driver_stub(cache: Path, progress: Progress = print) -> Path:
+    """A folder holding ``libcuda.so.1`` (and ``libcuda.so``): the CUDA driver stub, for loading
+    extensions with no GPU.
+
+    vLLM's compiled extensions link against the driver (``libcuda.so.1``),
+    which only a GPU host has. The toolkit's stub library answers every
+    driver call with "no device", so ``_C`` loads and its ops register on a
+    machine without a GPU (import and install tests). Taken from the
+    provisioned toolkit where there is one, else unpacked alone from Debian's
+    ``nvidia-cuda-dev`` package (about 0.9 GB to download, 30 s to unpack).
+    Never put this folder on a GPU host's library path.
+    """
+    folder = cache / f"cuda-{RELEASE}" / "driver-stub"
+    link = folder / "libcuda.so.1"
+    # Triton links its launcher with -lcuda at import time: it needs the plain name too.
+    if link.exists() and (folder / "libcuda.so").exists():
+        return folder
+    tk_stub = toolkit_dir(cache) / "lib64" / "stubs" / "libcuda.so"
+    base = cache / f"cuda-{RELEASE}"
+    base.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".driver-stub-", dir=base))
+    try:
+        if read_manifest(cache) and tk_stub.exists():
+            source = tk_stub.resolve()
+        else:
+            for tool in ("apt-get", "dpkg-deb", "tar"):
+                if shutil.which(tool) is None:
+                    raise ProvisionError(f"cannot fetch the CUDA driver stub: `{tool}` not found (needs a "
+                                         "Debian or Ubuntu host); provision CUDA first with `nox -s build`")
+            progress(f"fetching the CUDA driver stub (Debian {SUITE} nvidia-cuda-dev) into {folder}")
+            (deb,) = _fetch_debs(base, progress, ("nvidia-cuda-dev",))
+            progress(f"  unpacking {DRIVER_STUB[2:]} from {deb.name}")
+            fsys = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
+            subprocess.run(["tar", "-x", "-C", str(tmp), DRIVER_STUB], stdin=fsys.stdout, check=True)
+            if fsys.wait() != 0:
+                raise ProvisionError(f"dpkg-deb could not read {deb}; delete it and run again")
+            source = tmp / DRIVER_STUB
+        staged = tmp / "libcuda.so.1"
+        shutil.copyfile(source, staged)
+        (tmp / "libcuda.so").symlink_to("libcuda.so.1")
+        folder.mkdir(parents=True, exist_ok=True)
+        os.replace(staged, link)  # atomic: a half-written stub is never found
+        os.replace(tmp / "libcuda.so", folder / "libcuda.so")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder

@@ -157,6 +157,10 @@ def build(req: Request, progress: Progress = print) -> Result:
     wanted = version.wheel_version(pin.version, project, empty=route == "empty")
     series["project_version"] = project
     progress(f"building vllm {wanted} by the {route} route from {req.tree}")
+    if not version.is_release(wanted.removesuffix(".empty")):
+        progress(f"note: {wanted} is a development label, not a release: {req.root} is not at a "
+                 "series tag vN (or has changes since). To cut release N, commit, `git tag vN`, "
+                 "and build again (README: Cutting a release).")
 
     builder = {"source": _source, "upstream-kernels": _upstream_kernels, "empty": _empty}[route]
     log_dir = req.log_dir or cache / "logs"

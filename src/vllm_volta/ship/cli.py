@@ -26,6 +26,9 @@ def _parser() -> argparse.ArgumentParser:
     publish.add_argument("--allow-dev-build", action="store_true",
                          help="permit an untagged +volta.N.devM... wheel (test indexes only)")
 
+    lock = verbs.add_parser("lock", help="write the dependency lock beside each vllm wheel in dist/")
+    lock.add_argument("--dist", type=Path, default=Path("dist"), help="folder of built wheels")
+
     meta = verbs.add_parser("meta", help="build the vllm-volta meta wheel beside the vllm wheel")
     meta.add_argument("--dist", type=Path, default=Path("dist"))
 
@@ -110,6 +113,20 @@ def _meta(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lock(args: argparse.Namespace) -> int:
+    from vllm_volta.ship.artifacts import ArtifactError, find_vllm_wheels
+    from vllm_volta.ship.lock import LockError, make_lock
+
+    try:
+        wheels, _series = find_vllm_wheels(args.dist)
+        for wheel in wheels:
+            make_lock(wheel.path)
+    except (ArtifactError, LockError) as exc:
+        print(f"lock: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _doctor(args: argparse.Namespace) -> int:
     from vllm_volta.ship.validate import doctor
 
@@ -189,7 +206,7 @@ def _judge(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {"publish": _publish, "meta": _meta, "doctor": _doctor,
+    handlers = {"publish": _publish, "lock": _lock, "meta": _meta, "doctor": _doctor,
                 "validate": _validate, "judge": _judge}
     return handlers[args.verb](args)
 

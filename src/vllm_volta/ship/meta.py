@@ -4,6 +4,11 @@
 nothing else can satisfy that pin: PyPI's plain ``vllm`` releases do not match
 an exact local-version specifier (PEP 440), however high their version.
 
+When the vllm wheel's dependency lock lies beside it (``nox -s lock``, see
+ship/lock.py), the meta wheel also requires every locked version exactly,
+so a plain ``pip install vllm-volta==0.9.2.N`` gets the tested set, and it
+carries the lock itself as ``volta-lock.txt`` in its ``.dist-info``.
+
 The wheel is byte-reproducible (fixed timestamps, sorted entries), so building
 it twice gives the same sha256 and a publish can be checked against a rebuild.
 """
@@ -16,6 +21,7 @@ from pathlib import Path
 
 from packaging.version import Version
 
+from vllm_volta.ship import lock as lock_mod
 from vllm_volta.ship.artifacts import Artifact, SeriesVersion, wheel_metadata
 from vllm_volta.ship.provenance import FILENAME as PROVENANCE_FILE
 from vllm_volta.ship.provenance import read_wheel_provenance
@@ -35,6 +41,8 @@ class MetaSpec:
     pinned_files: tuple[tuple[str, str], ...]  # (filename, sha256)
     provenance: dict | None
     kind: str
+    locked: tuple[str, ...] = ()  # the lock's exact pins (vllm's own line left out)
+    lock_text: str | None = None
 
     @property
     def filename(self) -> str:
@@ -55,6 +63,12 @@ def meta_version_for(series: SeriesVersion) -> Version:
 def spec_for(wheels: list[Artifact], series: SeriesVersion) -> MetaSpec:
     first = wheels[0].path
     requires_python = wheel_metadata(first).get("requires-python", [None])[0]
+    locked, lock_text = (), None
+    lock = lock_mod.lock_path(first)
+    if lock.exists():
+        lock_mod.check_lock(lock, first)
+        lock_text = lock.read_text()
+        locked = tuple(p.requirement() for p in lock_mod.read_pins(lock) if p.name != "vllm")
     return MetaSpec(
         version=meta_version_for(series),
         requirement=f"vllm=={series.version}",
@@ -62,6 +76,8 @@ def spec_for(wheels: list[Artifact], series: SeriesVersion) -> MetaSpec:
         pinned_files=tuple(sorted((w.filename, w.sha256) for w in wheels)),
         provenance=read_wheel_provenance(first),
         kind=series.kind,
+        locked=locked,
+        lock_text=lock_text,
     )
 
 
@@ -76,6 +92,7 @@ def _metadata_text(spec: MetaSpec) -> str:
     if spec.requires_python:
         lines.append(f"Requires-Python: {spec.requires_python}")
     lines.append(f"Requires-Dist: {spec.requirement}")
+    lines += [f"Requires-Dist: {pin}" for pin in spec.locked]
     lines.append("Description-Content-Type: text/markdown")
     body = [
         f"# {META_NAME} {spec.version}",
@@ -88,6 +105,9 @@ def _metadata_text(spec: MetaSpec) -> str:
         "",
     ]
     body += [f"- `{name}` sha256 `{digest}`" for name, digest in spec.pinned_files]
+    if spec.locked:
+        body += ["", f"Dependencies: the {len(spec.locked)} exact versions of the build's lock "
+                 "(`volta-lock.txt` in this wheel's .dist-info, with hashes)."]
     if spec.provenance:
         body += ["", "Provenance (from the vllm wheel):", "", "```json"]
         body += json.dumps(spec.provenance, indent=2, sort_keys=True).splitlines()
@@ -103,6 +123,8 @@ def build_meta_wheel(spec: MetaSpec, out_dir: Path) -> Path:
         "kind": spec.kind,
     }
     extra = {"volta-pin.json": (json.dumps(pin, indent=2, sort_keys=True) + "\n").encode()}
+    if spec.lock_text:
+        extra["volta-lock.txt"] = spec.lock_text.encode()
     if spec.provenance:
         extra[PROVENANCE_FILE] = (
             json.dumps(spec.provenance, indent=2, sort_keys=True) + "\n"
