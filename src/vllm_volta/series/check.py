@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 from pathlib import Path
 
-from . import model, patchfile, policy
+import pygit2
+from pygit2.enums import ApplyLocation
+
+from . import model, patchfile, policy, upstream
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,4 +64,39 @@ def check(root: Path | str) -> list[Problem]:
             problems.append(Problem(where, f"not canonical: {issue}"))
         for v in policy.violations(patch):
             problems.append(Problem(where, f"policy {v.rule}: {v.path}: {v.detail}"))
+    if not problems:
+        problems += applies(root, series)
     return problems
+
+
+def applies(root: Path, series: model.Series) -> list[Problem]:
+    """Whether the series applies, in order, onto the pinned base (when upstream/ is materialized).
+
+    Done in a scratch repository that borrows upstream/'s objects: upstream/'s
+    refs, index and work tree are not touched.
+    """
+    try:
+        up = upstream.open_upstream(root)
+    except upstream.UpstreamError:
+        return []
+    if up is None:
+        return []
+    with tempfile.TemporaryDirectory(prefix="vllm-volta-check-") as tmp:
+        scratch = pygit2.init_repository(tmp)
+        alternates = Path(scratch.path) / "objects" / "info" / "alternates"
+        alternates.write_text(str(Path(up.repo.path).resolve() / "objects") + "\n")
+        scratch = pygit2.Repository(tmp)
+        index = scratch.index
+        index.read_tree(scratch[up.base.tree.id])
+        index.write()
+        for entry in series.entries:
+            patch = series.read(entry)
+            if not patch.diff:
+                continue
+            diff = patchfile.parse_diff(patch, f"patches/{entry.name}")
+            if not scratch.applies(diff, ApplyLocation.INDEX):
+                return [Problem(f"patches/{entry.name}",
+                                f"does not apply onto the pinned base {up.base.short_id} after the patches "
+                                "before it; `nox -s apply` names the file and hunk")]
+            scratch.apply(diff, ApplyLocation.INDEX)
+    return []

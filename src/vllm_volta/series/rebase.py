@@ -42,7 +42,7 @@ from packaging.version import InvalidVersion, Version
 from pygit2.enums import FileMode
 
 from . import backup as backup_mod
-from . import faults, guard, model, patchfile, releases, stack, upstream, worktree
+from . import faults, guard, merge, model, patchfile, releases, stack, upstream, worktree
 from .upstream import BASE_REF, BRANCH, BRANCH_REF, Progress, Upstream
 
 CLEAN = "clean"
@@ -202,7 +202,7 @@ def classify(repo: pygit2.Repository, tip: pygit2.Commit, old: pygit2.Commit) ->
     files = [p if o == p else f"{o} -> {p}" for _, o, p in deltas]
     if not deltas:
         return Step(CLEAN, [], "empty patch: nothing to replay", ours.id)
-    index = repo.merge_trees(anc, ours, theirs)
+    index = merge.merge_trees(repo, anc, ours, theirs)  # follows renames as git does (merge.py)
     conflicts = list(index.conflicts) if index.conflicts is not None else []
     if conflicts:
         missing, details, paths = [], [], []

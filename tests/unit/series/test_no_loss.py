@@ -393,3 +393,37 @@ def test_9_status_fails_when_a_listed_patch_is_missing(tmp_path, capsys):
     (root / "patches" / "0002-second-add-c.patch").unlink()
     text = _cli_fails(capsys, root, "status")
     assert "0002-second-add-c.patch" in text
+
+
+# -- 8. the rebase follows a rename among many other moves ----------------------
+
+
+def test_8_a_patch_follows_its_file_renamed_among_more_files_than_the_rename_limit(tmp_path):
+    body = "".join(f"config line {i}\n" for i in range(200))
+    files = {"vllm/config.py": body, **{f"old/f{i}.py": f"old unique {i} " * 20 + "\n" for i in range(1200)}}
+    root = make_root(tmp_path, files)
+    commit_change(root, "edit config", {"vllm/config.py": body.replace("config line 10\n", "ours 10\n")})
+    stack.refresh(root, progress=quiet)
+    repo = _repo(root)
+    # upstream moved config.py into a package (and edited it), and replaced 1,200 other files
+    moved = {"vllm/config/__init__.py": body.replace("config line 150\n", "upstream 150\n"),
+             **{f"new/g{i}.py": f"new other {i} " * 20 + "\n" for i in range(1200)}}
+    new = _commit_tree(repo, repo.revparse_single("refs/heads/main").id, moved, "0.0.2\n")
+    rep = rebase.dry_run(root, str(new), progress=quiet)
+    assert [r.klass for r in rep.rows] == [rebase.MERGED], rep.rows[0].detail  # was: missing target
+    assert "moved upstream; the merge followed it" in rep.rows[0].detail
+
+
+def test_9_check_fails_a_series_that_does_not_apply(tmp_path):
+    root = nl_three = _three(tmp_path)
+    from vllm_volta.series import check
+
+    assert check.check(root) == []
+    repo = _repo(nl_three)
+    before = (str(repo.head.target), repo.index.write_tree())
+    p = root / "patches" / "0003-third-edit-b.patch"
+    p.write_text(p.read_text().replace("-b 1\n", "-b one\n").replace(" b 1\n", " b one\n"))
+    problems = check.check(root)
+    assert [x.where for x in problems] == ["patches/0003-third-edit-b.patch"], problems
+    assert "does not apply" in problems[0].what
+    assert (str(repo.head.target), repo.index.write_tree()) == before
