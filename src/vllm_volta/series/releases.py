@@ -79,7 +79,7 @@ def _cache_file(project: str):
 def _save(project: str, releases: list[Release]) -> None:
     path = _cache_file(project)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # two runs sharing a cache do not share a temp file
     tmp.write_text(json.dumps([dataclasses.asdict(r) for r in releases], indent=1) + "\n")
     tmp.replace(path)
 

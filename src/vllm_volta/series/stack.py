@@ -233,6 +233,14 @@ def recover(up: Upstream, progress: Progress = print) -> None:
                  "(left by an older `prove`); index reset, no file touched")
 
 
+def _refuse_mid_replay(up: Upstream, verb: str) -> None:
+    if (Path(up.repo.path) / "volta-rebase" / "state.json").exists():  # rebase.STATE_DIR
+        raise StackError(
+            f"a replay (refresh --onto) is in progress in {up.path}; {verb} waits until it is finished: "
+            "`nox -s refresh -- --continue`, `--accept` or `--abort`"
+        )
+
+
 def _interrupted_checkout(up: Upstream) -> bool:
     """A fresh sdist import whose checkout was cut short: only files missing, none changed."""
     repo = up.repo
@@ -285,6 +293,7 @@ def _apply(root: Path, *, tier: str | None, force: bool, progress: Progress) -> 
     texts, patches = _read_series(root, series, wanted)
     up = materialize(root, progress)
     repo = up.repo
+    _refuse_mid_replay(up, "apply")
     recover(up, progress)
     if _interrupted_checkout(up):
         progress(f"{up.path}: finishing the checkout an interrupted run left half done")
@@ -584,6 +593,7 @@ def refresh(root: Path | str, *, force: bool = False, progress: Progress = print
                 f"{up.path} has no branch {BRANCH}, so there is nothing to refresh from (refreshing would "
                 "empty the series); nothing was changed. Run `nox -s apply` to make it."
             )
+        _refuse_mid_replay(up, "refresh")
         worktree.clear_stale_lock(up.repo, progress)
         dirty = dirty_paths(up.repo)
         if dirty:

@@ -427,3 +427,13 @@ def test_9_check_fails_a_series_that_does_not_apply(tmp_path):
     assert [x.where for x in problems] == ["patches/0003-third-edit-b.patch"], problems
     assert "does not apply" in problems[0].what
     assert (str(repo.head.target), repo.index.write_tree()) == before
+
+
+def test_apply_and_refresh_refuse_during_a_replay_at_the_engine_too(tmp_path):
+    root = _rebase_root(tmp_path)
+    rebase.start(root, "v0.0.2", progress=quiet)
+    before = _pins(root)
+    for run in (lambda: stack.apply(root, progress=quiet), lambda: stack.refresh(root, progress=quiet)):
+        with pytest.raises(stack.StackError, match="replay .* is in progress"):
+            run()
+    assert _pins(root) == before and rebase.in_progress(root)["stopped"] is not None
