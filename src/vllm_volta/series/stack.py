@@ -511,8 +511,11 @@ def _plan(root: Path, rendered: list[tuple[str, str, str]], series_text: str) ->
         # A removed file is rebuilt by the branch when it only moved (renumbered), or by
         # git when it is committed and the series does not shrink (a renamed subject).
         # A shrinking series (a shorter branch, a dropped patch) needs --force.
-        if stale.read_bytes() not in new_texts and not (committed(rel) and len(rendered) >= old_count):
-            risky.append((rel, "no commit of branch volta holds it"))
+        if stale.read_bytes() not in new_texts:
+            if not committed(rel):
+                risky.append((rel, "no commit of branch volta holds it"))
+            elif len(rendered) < old_count:
+                risky.append((rel, f"would go (the series would shrink from {old_count} to {len(rendered)} patches)"))
     series_rel = str(model.SERIES_FILE)
     series_path = root / model.SERIES_FILE
     old_series = series_path.read_bytes() if series_path.exists() else None
@@ -556,11 +559,12 @@ def write_series(
     if plan.risky and not force:
         shown = "; ".join(f"{rel} {why}" for rel, why in plan.risky[:4])
         more = f" (and {len(plan.risky) - 4} more)" if len(plan.risky) > 4 else ""
+        uncommitted = any("would go" not in why for _, why in plan.risky)
         raise StackError(
-            f"refresh would lose {len(plan.risky)} file(s) that nothing can rebuild: {shown}{more}. "
-            f"Nothing was changed. {hint}"
-            "Commit them in this checkout (or put their commits on branch volta) and run again; "
-            "or `nox -s refresh -- --force` replaces them, keeping a copy it names."
+            f"refresh would lose {len(plan.risky)} file(s): {shown}{more}. Nothing was changed. {hint}"
+            + ("Commit them in this checkout (or put their commits on branch volta) and run again; or "
+               if uncommitted else "If dropping them is what you mean, ")
+            + "`nox -s refresh -- --force` replaces them, keeping a copy it names."
         )
     backup = ""
     changed = [rel for rel, _ in plan.writes if (root / rel).exists()] + plan.removes
