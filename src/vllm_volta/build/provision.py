@@ -318,6 +318,29 @@ def _sha256(path: Path) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
+def _one_file_of(package: str, member: str, dest: Path, what: str, progress: Progress) -> Path:
+    """Unpack one file of a Debian trixie package to ``dest`` (atomically), fetching the .deb once."""
+    for tool in ("apt-get", "dpkg-deb", "tar"):
+        if shutil.which(tool) is None:
+            raise ProvisionError(f"cannot fetch {what}: `{tool}` not found (needs a Debian or Ubuntu "
+                                 "host); set CUDA_HOME to a CUDA 12 toolkit instead")
+    base = dest.parents[1]
+    base.mkdir(parents=True, exist_ok=True)
+    progress(f"fetching {what} (Debian {SUITE} {package}) into {dest.parent}")
+    (deb,) = _fetch_debs(base, progress, (package,))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=base))
+    try:
+        fsys = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
+        subprocess.run(["tar", "-x", "-C", str(tmp), member], stdin=fsys.stdout, check=True)
+        if fsys.wait() != 0:
+            raise ProvisionError(f"dpkg-deb could not read {deb}: delete it and run again")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp / member, dest)  # atomic: a half-written file is never found
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
 def cuobjdump_only(cache: Path, progress: Progress = print) -> Path:
     """Just cuobjdump (from Debian's nvidia-cuda-toolkit .deb), for verifying a wheel.
 
@@ -328,30 +351,10 @@ def cuobjdump_only(cache: Path, progress: Progress = print) -> Path:
     tk = toolkit_dir(cache)
     if (tk / "bin" / "cuobjdump").exists() and read_manifest(cache):
         return tk / "bin" / "cuobjdump"
-    base = cache / f"cuda-{RELEASE}"
-    dest = base / "cuobjdump" / "cuobjdump"
+    dest = cache / f"cuda-{RELEASE}" / "cuobjdump" / "cuobjdump"
     if dest.exists():
         return dest
-    for tool in ("apt-get", "dpkg-deb", "tar"):
-        if shutil.which(tool) is None:
-            raise ProvisionError(f"cannot fetch cuobjdump: `{tool}` not found (needs a Debian or Ubuntu "
-                                 "host); set CUDA_HOME to a CUDA 12 toolkit instead")
-    base.mkdir(parents=True, exist_ok=True)
-    progress(f"fetching cuobjdump (Debian {SUITE} nvidia-cuda-toolkit) into {dest.parent}")
-    (deb,) = _fetch_debs(base, progress, ("nvidia-cuda-toolkit",))
-    tmp = Path(tempfile.mkdtemp(dir=base))
-    try:
-        fsys = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
-        subprocess.run(["tar", "-x", "-C", str(tmp), "./usr/bin/cuobjdump"], stdin=fsys.stdout, check=True)
-        fsys.wait()
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(tmp / "usr" / "bin" / "cuobjdump", dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return dest
-
-
-DRIVER_STUB = "./usr/lib/x86_64-linux-gnu/stubs/libcuda.so"
+    return _one_file_of("nvidia-cuda-toolkit", "./usr/bin/cuobjdump", dest, "cuobjdump", progress)
 
 
 def driver_stub(cache: Path, progress: Progress = print) -> Path:
@@ -361,42 +364,27 @@ def driver_stub(cache: Path, progress: Progress = print) -> Path:
     vLLM's compiled extensions link against the driver (``libcuda.so.1``),
     which only a GPU host has. The toolkit's stub library answers every
     driver call with "no device", so ``_C`` loads and its ops register on a
-    machine without a GPU (import and install tests). Taken from the
+    machine without a GPU (import and install tests); Triton links its
+    launcher with ``-lcuda``, hence the plain name too. Taken from the
     provisioned toolkit where there is one, else unpacked alone from Debian's
     ``nvidia-cuda-dev`` package (about 0.9 GB to download, 30 s to unpack).
     Never put this folder on a GPU host's library path.
     """
     folder = cache / f"cuda-{RELEASE}" / "driver-stub"
     link = folder / "libcuda.so.1"
-    # Triton links its launcher with -lcuda at import time: it needs the plain name too.
-    if link.exists() and (folder / "libcuda.so").exists():
+    if link.exists() and (folder / "libcuda.so").is_symlink():
         return folder
     tk_stub = toolkit_dir(cache) / "lib64" / "stubs" / "libcuda.so"
-    base = cache / f"cuda-{RELEASE}"
-    base.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".driver-stub-", dir=base))
-    try:
-        if read_manifest(cache) and tk_stub.exists():
-            source = tk_stub.resolve()
-        else:
-            for tool in ("apt-get", "dpkg-deb", "tar"):
-                if shutil.which(tool) is None:
-                    raise ProvisionError(f"cannot fetch the CUDA driver stub: `{tool}` not found (needs a "
-                                         "Debian or Ubuntu host); provision CUDA first with `nox -s build`")
-            progress(f"fetching the CUDA driver stub (Debian {SUITE} nvidia-cuda-dev) into {folder}")
-            (deb,) = _fetch_debs(base, progress, ("nvidia-cuda-dev",))
-            progress(f"  unpacking {DRIVER_STUB[2:]} from {deb.name}")
-            fsys = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
-            subprocess.run(["tar", "-x", "-C", str(tmp), DRIVER_STUB], stdin=fsys.stdout, check=True)
-            if fsys.wait() != 0:
-                raise ProvisionError(f"dpkg-deb could not read {deb}; delete it and run again")
-            source = tmp / DRIVER_STUB
-        staged = tmp / "libcuda.so.1"
-        shutil.copyfile(source, staged)
-        (tmp / "libcuda.so").symlink_to("libcuda.so.1")
+    if read_manifest(cache) and tk_stub.exists():
         folder.mkdir(parents=True, exist_ok=True)
-        os.replace(staged, link)  # atomic: a half-written stub is never found
-        os.replace(tmp / "libcuda.so", folder / "libcuda.so")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        staged = folder / ".libcuda.so.1.part"
+        shutil.copyfile(tk_stub.resolve(), staged)
+        os.replace(staged, link)
+    else:
+        _one_file_of("nvidia-cuda-dev", "./usr/lib/x86_64-linux-gnu/stubs/libcuda.so", link,
+                     "the CUDA driver stub", progress)
+    plain = folder / "libcuda.so"
+    if not plain.is_symlink():
+        plain.unlink(missing_ok=True)
+        plain.symlink_to("libcuda.so.1")
     return folder
