@@ -665,15 +665,53 @@ def _sync(up: Upstream, state: dict, progress: Progress) -> None:
     stopped = state["stopped"]
     if stopped is not None:
         old = repo[state["entries"][stopped["index"]]["commit"]]
-        faults.point("cherry-pick the stopped patch")
-        repo.cherrypick(old.id)  # conflict markers into the work tree, stages into the index
-        stopped["paths"] = sorted({(a or o or t).path for a, o, t in (repo.index.conflicts or [])})
+        stopped["paths"] = _pick(repo, tip, old)
         state["picked"] = {"index": stopped["index"]}
     else:
         state.pop("picked", None)
     state["synced"] = str(tip.id)
     state["sync"] = False
     _save_state(up, state)
+
+
+def _pick(repo: pygit2.Repository, tip: pygit2.Commit, old: pygit2.Commit) -> list[str]:
+    """Leave the stopped patch's merge onto ``tip`` in the work tree, as `git cherry-pick` would.
+
+    The same merge the classification made (merge.py: renames followed, patience
+    diff), not libgit2's cherrypick, whose defaults differ: merged files
+    written, conflict markers where the merge collides, the patch's version of a
+    file gone upstream. The index stays at ``tip``; CHERRY_PICK_HEAD and
+    MERGE_MSG are written so that `git cherry-pick --continue` works too.
+    Returns the conflicted paths.
+    """
+    work = Path(repo.workdir)
+    index = merge.merge_trees(repo, old.parents[0].tree, tip.tree, old.tree)
+    conflicts = list(index.conflicts or [])
+    clean = {e.path: (e.id, e.mode) for e in index}
+    conflicted = {(o or t or a).path for a, o, t in conflicts}
+    for path in sorted(set(worktree.blobs(tip.tree)) - set(clean) - conflicted):
+        if (work / path).exists():
+            faults.point(f"pick: remove {path}")
+            (work / path).unlink()
+    for path, (oid, mode) in sorted(clean.items()):
+        if worktree._on_disk(work, path, mode) != oid:
+            faults.point(f"pick: write {path}")
+            worktree._write(repo, work, path, oid, mode)
+    for a, o, t in conflicts:
+        if o is not None and t is not None:
+            result = repo.merge_file_from_index(a, o, t)
+            blob = repo.create_blob(result.contents.encode("utf-8", "surrogateescape")
+                                    if isinstance(result.contents, str) else result.contents)
+            faults.point(f"pick: markers {o.path}")
+            worktree._write(repo, work, o.path, blob, o.mode)
+        elif t is not None:  # gone upstream: the patch's version, to resolve
+            faults.point(f"pick: write {t.path}")
+            worktree._write(repo, work, t.path, t.id, t.mode)
+    faults.point("pick: CHERRY_PICK_HEAD")
+    git = Path(repo.path)
+    (git / "MERGE_MSG").write_text(old.message, encoding="utf-8")
+    (git / "CHERRY_PICK_HEAD").write_text(f"{old.id}\n", encoding="utf-8")
+    return sorted(conflicted | {p for a, o, t in conflicts for p in ((a and a.path), (t and t.path)) if p})
 
 
 def _advance(up: Upstream, state: dict, progress: Progress) -> Report:

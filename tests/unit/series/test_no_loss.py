@@ -123,7 +123,7 @@ def test_1c_abort_killed_in_its_checkout_then_rerun_is_clean(tmp_path, nth):
 
 def test_1c_abort_after_a_kill_in_the_cherry_pick_clears_the_stale_index_lock(tmp_path):
     root = _rebase_root(tmp_path)
-    _interrupt(lambda: rebase.start(root, "v0.0.2", progress=quiet), _kill_at("cherry-pick"))
+    _interrupt(lambda: rebase.start(root, "v0.0.2", progress=quiet), _kill_at("pick: "))
     (root / "upstream" / ".git" / "index.lock").write_text("")  # what a kill inside libgit2 leaves
     said = []
     rebase.abort(root, progress=said.append)  # was: a traceback about index.lock
@@ -437,3 +437,26 @@ def test_apply_and_refresh_refuse_during_a_replay_at_the_engine_too(tmp_path):
         with pytest.raises(stack.StackError, match="replay .* is in progress"):
             run()
     assert _pins(root) == before and rebase.in_progress(root)["stopped"] is not None
+
+
+def test_8_a_stopped_replay_leaves_the_same_merge_the_dry_run_classified(tmp_path):
+    body = "".join(f"config line {i}\n" for i in range(200))
+    files = {"vllm/config.py": body, "cuda.py": lines(20, "c"),
+             **{f"old/f{i}.py": f"old unique {i} " * 20 + "\n" for i in range(1200)}}
+    root = make_root(tmp_path, files)
+    commit_change(root, "edit config and cuda", {"vllm/config.py": body.replace("config line 10\n", "ours 10\n"),
+                                                 "cuda.py": lines(20, "c").replace("c 5\n", "ours 5\n")})
+    stack.refresh(root, progress=quiet)
+    repo = _repo(root)
+    moved = {"vllm/config/__init__.py": body.replace("config line 150\n", "upstream 150\n"),
+             "cuda.py": lines(20, "c").replace("c 5\n", "upstream 5\n"),
+             **{f"new/g{i}.py": f"new other {i} " * 20 + "\n" for i in range(1200)}}
+    new = _commit_tree(repo, repo.revparse_single("refs/heads/main").id, moved, "0.0.2\n")
+    rep = rebase.start(root, str(new), progress=quiet)
+    assert rep.stopped and rep.rows[0].klass == rebase.CONFLICT and rep.rows[0].detail.startswith("cuda.py: hunk")
+    work = root / "upstream"
+    assert "<<<<<<< " in (work / "cuda.py").read_text()
+    merged = (work / "vllm" / "config" / "__init__.py").read_text()
+    assert "ours 10" in merged and "upstream 150" in merged and "<<<<<<<" not in merged
+    assert not (work / "vllm" / "config.py").exists()  # was: left as "gone upstream"
+    assert rebase.in_progress(root)["stopped"]["paths"] == ["cuda.py"]
