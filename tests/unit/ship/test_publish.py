@@ -182,3 +182,52 @@ def test_upload_order_and_hash_verification(tmp_path, monkeypatch):
     served[:] = [IndexFile(f.filename, "u", None, f.version) for f in served]
     notes = publish.verify_published(plan, CONFIG)
     assert len(notes) == 2 and "publishes no sha256" in notes[0]
+
+
+class _Killed(BaseException):
+    """Stands for a kill of the publish process."""
+
+
+def test_a_publish_killed_at_every_index_call_is_finished_by_a_rerun(tmp_path, monkeypatch):
+    """Fault injection: the Nth index call (listing or upload) dies, then a plain rerun."""
+    vllm_wheel(tmp_path, "0.9.2+volta.5")
+    n = 0
+    while True:
+        n += 1
+        served: list[IndexFile] = []
+        uploads: list[str] = []
+        calls = [0]
+
+        def tick():
+            calls[0] += 1
+            if calls[0] == n:
+                raise _Killed()
+
+        def fake_list(config, project, session=None):
+            tick()
+            return [f for f in served if f.filename.startswith(project.replace("-", "_") + "-")]
+
+        def fake_upload(config, path, progress):
+            tick()
+            a = next(u.artifact for u in prepare(tmp_path).uploads if u.artifact.filename == path.name)
+            uploads.append(path.name)
+            served.append(IndexFile(path.name, "u", a.sha256, a.version))
+
+        monkeypatch.setattr(publish, "list_project_files", fake_list)
+        monkeypatch.setattr(publish, "_twine_upload", fake_upload)
+
+        def run():
+            plan = prepare(tmp_path)
+            check_index(plan, CONFIG)
+            publish.upload_plan(plan, CONFIG, Console(quiet=True))
+
+        try:
+            run()
+            break  # n is past the last call
+        except _Killed:
+            pass
+        calls[0] = -10**9  # no more faults: the rerun
+        run()
+        assert sorted(f.filename.split("-")[0] for f in served) == ["vllm", "vllm_volta"]
+        assert len(uploads) == len(set(uploads)) == 2  # each uploaded once, none refused
+    assert n > 5
