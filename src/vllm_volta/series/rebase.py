@@ -452,10 +452,11 @@ def _old_words(root: Path, up: Upstream) -> str:
 def dry_run(root: Path | str, onto: str, *, progress: Progress = print) -> Report:
     """Classify every patch of the series onto ``onto``; change nothing but objects and import refs."""
     root = Path(root)
-    up = upstream.materialize(root, progress)
-    entries, olds = series_commits(root, up, progress)
-    target = resolve(root, up, onto, progress)
-    return _dry(root, up, entries, olds, target, progress)
+    with guard.checkout(root, progress):
+        up = upstream.materialize(root, progress)
+        entries, olds = series_commits(root, up, progress)
+        target = resolve(root, up, onto, progress)
+        return _dry(root, up, entries, olds, target, progress)
 
 
 def _dry(root, up, entries, olds, target: Target, progress) -> Report:
@@ -480,15 +481,17 @@ def upstream_report(
 ) -> list[Report]:
     """A dry run of the series on each of the newest ``count`` releases (or on ``versions``)."""
     root = Path(root)
-    up = upstream.materialize(root, progress)
-    entries, olds = series_commits(root, up, progress)
-    wanted = [releases.find(v, progress=progress) for v in versions] if versions else releases.newest(count, progress=progress)
-    reports = []
-    for rel in wanted:
-        progress(f"upstream-report: vLLM {rel.version}")
-        target = _sdist_target(root, up, rel, progress, spec=rel.version)
-        reports.append(_dry(root, up, entries, olds, target, progress))
-    return reports
+    with guard.checkout(root, progress):
+        up = upstream.materialize(root, progress)
+        entries, olds = series_commits(root, up, progress)
+        wanted = ([releases.find(v, progress=progress) for v in versions] if versions
+                  else releases.newest(count, progress=progress))
+        reports = []
+        for rel in wanted:
+            progress(f"upstream-report: vLLM {rel.version}")
+            target = _sdist_target(root, up, rel, progress, spec=rel.version)
+            reports.append(_dry(root, up, entries, olds, target, progress))
+        return reports
 
 
 def upstream_markdown(reports: list[Report]) -> str:

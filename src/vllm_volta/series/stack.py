@@ -554,8 +554,8 @@ def write_series(
     ``always_backup`` (a reason) backs up every file changed or removed.
     """
     plan = _plan(root, rendered, series_text)
-    for tmp in (root / model.PATCH_DIR).glob("*.tmp"):
-        tmp.unlink()  # left by an interrupted write
+    for tmp in [*(root / model.PATCH_DIR).glob("*.patch.tmp"), (root / model.SERIES_FILE).with_name("series.tmp")]:
+        tmp.unlink(missing_ok=True)  # left by an interrupted write
     if plan.risky and not force:
         shown = "; ".join(f"{rel} {why}" for rel, why in plan.risky[:4])
         more = f" (and {len(plan.risky) - 4} more)" if len(plan.risky) > 4 else ""
