@@ -13,10 +13,10 @@ from pathlib import Path
 import pygit2
 import pytest
 
-from vllm_volta.series import cli, faults, guard, model, prove, rebase, stack, upstream, worktree
+from vllm_volta.series import cli, faults, guard, prove, rebase, stack, upstream, worktree
 
 from .synth import PIN, commit_change, lines, make_root, snapshot
-from .test_rebase import A, BASE_FILES, NEW_FILES, PATCHES, _commit_tree, _resolve_conflict
+from .test_rebase import A, BASE_FILES, NEW_FILES, PATCHES, _commit_tree, _resolve_conflict  # noqa: F401 (A: used by test_interrupt)
 
 quiet = lambda *_: None  # noqa: E731
 
