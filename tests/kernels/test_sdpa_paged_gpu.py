@@ -10,8 +10,8 @@ attention backend as on a V100 (the CUDA platform's capability is mocked to
   are shuffled and were filled by vLLM's own ``reshape_and_cache``;
 - decode through vLLM's CUDA ``paged_attention_v1``/``v2``. A source tree
   has no compiled ``vllm._C``: those kernels (and ``reshape_and_cache``)
-  are built from the tree's csrc/ as a test extension (tests/kernels/
-  sdpa_ext), registered under vLLM's op names;
+  are built from the tree's csrc/ as the test extension of vLLM's ops
+  (tests/support/vllm_ops), registered under vLLM's op names;
 - any Triton kernel launch fails the test.
 
 Each case is compared with a float64 reference computed from the full
@@ -77,8 +77,9 @@ def _load(name: str, path: Path):
     return sys.modules[name]
 
 
-ref = _load("vllm_volta_sdpa_reference", HERE / "sdpa_ext" / "reference.py")
-ext_build = _load("vllm_volta_sdpa_build", HERE / "sdpa_ext" / "build.py")
+ref = _load("vllm_volta_sdpa_reference", HERE / "sdpa_reference.py")
+ext_build = _load("vllm_volta_ops_build",
+                  ROOT / "tests" / "support" / "vllm_ops" / "build.py")
 
 
 def _ran_on() -> str:

@@ -20,8 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-_REF = Path(__file__).resolve().parents[1] / "kernels" / "sdpa_ext" / \
-    "reference.py"
+_REF = Path(__file__).resolve().parents[1] / "kernels" / "sdpa_reference.py"
 
 
 def _load_reference():
