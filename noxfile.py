@@ -116,6 +116,22 @@ def kernels_host(session: nox.Session) -> None:
 
 
 @nox.session
+def engine(session: nox.Session) -> None:
+    """The V0 engine and server on tiny models vs transformers (tests/engine; GPU parts skip on CPU)."""
+    _engine(session, "-r", "requirements/vllm-cpu.txt")
+    session.run("pytest", "-ra", "tests/engine", *session.posargs,
+                env={"VLLM_VOLTA_TREE": session.env.get("VLLM_VOLTA_TREE", "upstream")})
+
+
+@nox.session(name="engine-host", venv_backend="none")
+def engine_host(session: nox.Session) -> None:
+    """On a V100 host: the engine proof against the installed +volta wheel, natively."""
+    python = os.environ.get("VLLM_VOLTA_PYTHON", "python3")
+    session.run(python, "-m", "tests.engine.drive", "--out", "engine-run", *session.posargs,
+                external=True)
+
+
+@nox.session
 def publish(session: nox.Session) -> None:
     """Upload dist/ (the +volta wheel and the vllm-volta meta wheel) to the private index."""
     _engine(session, "-r", "requirements/ship.txt")

@@ -1,0 +1,54 @@
+"""What the engine proof runs: one job per process, each a list of modes.
+
+A mode is a V0 engine configuration and the prompt set it generates for;
+every family runs ``eager`` and ``graph`` (CUDA graphs) on the base set.
+The Llama jobs add prefix caching, chunked prefill, a batch of 16 mixed
+lengths, preemption forced by a small KV cache, and an 8300-token context.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from tests.support.tiny_models import FAMILIES
+
+BLOCKS = 2048  # KV cache blocks of 16 tokens when not constrained
+
+
+@dataclasses.dataclass(frozen=True)
+class Mode:
+    name: str
+    prompts: str                       # prompt set (prompts.py)
+    engine: dict                       # LLM(...) keyword arguments
+    rounds: int = 1                    # prefix caching: run the set twice
+    expect: str = ""                   # an engine fact the mode must show
+
+
+def _base(max_model_len: int = 2304) -> dict:
+    return dict(max_model_len=max_model_len, num_gpu_blocks_override=BLOCKS,
+                enable_prefix_caching=False, enable_chunked_prefill=False,
+                max_num_seqs=32)
+
+
+EAGER = Mode("eager", "base", dict(enforce_eager=True, **_base()))
+GRAPH = Mode("graph", "base", dict(enforce_eager=False, **_base()))
+
+LLAMA_MODES = (
+    Mode("prefix-caching", "prefix",
+         dict(enforce_eager=False, **{**_base(), "enable_prefix_caching": True}),
+         rounds=2, expect="prefix_hits"),
+    Mode("chunked-prefill", "batch",
+         dict(enforce_eager=False, **{**_base(), "enable_chunked_prefill": True,
+                                      "max_num_batched_tokens": 256})),
+    Mode("batch16", "batch", dict(enforce_eager=False, **_base())),
+    Mode("preemption", "batch",
+         dict(enforce_eager=False, **{**_base(), "num_gpu_blocks_override": 200}),
+         expect="preempted"),
+)
+LLAMA_LONG = (
+    Mode("long-8300", "long", dict(enforce_eager=False, **_base(8448))),
+)
+
+JOBS: dict[str, tuple[str, tuple[Mode, ...]]] = {
+    name: (name, (EAGER, GRAPH)) for name in FAMILIES}
+JOBS["llama-modes"] = ("llama", LLAMA_MODES)
+JOBS["llama-long"] = ("llama", LLAMA_LONG)
