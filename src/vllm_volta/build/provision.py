@@ -105,9 +105,26 @@ def read_manifest(cache: Path) -> dict | None:
 
 
 def provision(cache: Path, progress: Progress = print, *, debs_only: bool = False) -> Path:
-    """Make (once) and return the provisioned CUDA 12.4 toolkit root."""
+    """Make (once) and return the provisioned CUDA 12.4 toolkit root.
+
+    One build at a time provisions a cache (a lock; a second waits or says who holds it). The
+    packages are unpacked into a fresh folder that replaces ``root`` only once complete, so an
+    interrupted or failed run leaves the previous toolkit (or none) and never half of one.
+    """
     if read_manifest(cache) and (toolkit_dir(cache) / "bin" / "nvcc").exists():
         return toolkit_dir(cache)
+    from ..series import guard  # the checkout/cache lock the series engine uses too
+    with guard.hold(f"cuda-{RELEASE}-{_cache_key(cache)}", f"the CUDA {RELEASE} cache in {cache}", progress):
+        if read_manifest(cache) and (toolkit_dir(cache) / "bin" / "nvcc").exists():
+            return toolkit_dir(cache)  # made by the run we waited for
+        return _provision_locked(cache, progress)
+
+
+def _cache_key(cache: Path) -> str:
+    return hashlib.sha256(str(cache.resolve()).encode()).hexdigest()[:12]
+
+
+def _provision_locked(cache: Path, progress: Progress) -> Path:
     for tool in ("apt-get", "dpkg-deb"):
         if shutil.which(tool) is None:
             raise ProvisionError(
@@ -119,19 +136,27 @@ def provision(cache: Path, progress: Progress = print, *, debs_only: bool = Fals
     progress(f"provisioning CUDA {RELEASE} into {base} (Debian {SUITE} packages, no system install)")
     debs = _fetch_debs(base, progress)
     cccl = _fetch_cccl(base, progress)
-    root = base / "root"
-    if root.exists():
-        shutil.rmtree(root)
-    root.mkdir()
+    for stale in base.glob("root.partial-*"):  # left by an interrupted run (we hold the lock)
+        shutil.rmtree(stale, ignore_errors=True)
+    partial = base / f"root.partial-{os.getpid()}"
+    partial.mkdir()
     # Unpacking is xz decompression, one core per package: use every core.
     progress(f"  unpacking {len(debs)} packages ({sum(d.stat().st_size for d in debs) / 1e9:.1f} GB)")
     workers = max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2, 8))
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        jobs = {pool.submit(_run, ["dpkg-deb", "-x", str(deb), str(root)], f"unpacking {deb.name}"): deb
+        jobs = {pool.submit(_run, ["dpkg-deb", "-x", str(deb), str(partial)], f"unpacking {deb.name}"): deb
                 for deb in sorted(debs, key=lambda d: -d.stat().st_size)}
         for i, job in enumerate(concurrent.futures.as_completed(jobs), 1):
             job.result()
             progress(f"  unpacked [{i}/{len(debs)}] {jobs[job].name}")
+    root = base / "root"
+    if root.exists():
+        old = base / f"root.old-{os.getpid()}"
+        os.replace(root, old)
+        os.replace(partial, root)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(partial, root)
     cccl_dir = base / "cccl"
     if cccl_dir.exists():
         shutil.rmtree(cccl_dir)

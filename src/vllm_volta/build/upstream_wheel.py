@@ -8,7 +8,6 @@ values below, recorded when this project pinned 0.9.2.
 
 from __future__ import annotations
 
-import os
 import shutil
 import urllib.request
 import zipfile
@@ -36,11 +35,13 @@ class UpstreamWheelError(RuntimeError):
 
 
 def url_from_index() -> str:
-    """The wheel's URL from the package index (pypi-simple's default, or VLLM_VOLTA_INDEX_URL)."""
+    """The wheel's URL from the index vLLM's sdist comes from (VLLM_VOLTA_SDIST_INDEX_URL, else
+    PIP_INDEX_URL, else PyPI); VLLM_VOLTA_INDEX_URL is the upload index and plays no part."""
     from pypi_simple import PyPISimple
 
-    endpoint = os.environ.get("VLLM_VOLTA_INDEX_URL")
-    with PyPISimple(**({"endpoint": endpoint} if endpoint else {})) as client:
+    from ..series.upstream import sdist_index
+    endpoint, _setting = sdist_index()
+    with PyPISimple(endpoint=endpoint) as client:
         page = client.get_project_page("vllm")
     for pkg in page.packages:
         if pkg.filename == FILENAME:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import sys
 from datetime import datetime
@@ -39,7 +40,8 @@ def _parser() -> argparse.ArgumentParser:
 
     validate = verbs.add_parser("validate", help="run the V100 validation plan, write a JSON report")
     validate.add_argument("--dry-run", action="store_true", help="print the plan; run nothing")
-    validate.add_argument("--report", type=Path, help="report path (default: ./volta-validate-<host>-<time>.json)")
+    validate.add_argument("--report", type=Path, help="report path (default: "
+                          "~/.cache/vllm-volta/validate/volta-validate-<host>-<time>.json, or under VLLM_VOLTA_CACHE)")
     validate.add_argument("--gpus", type=int, help="GPU count for --dry-run (default: ask nvidia-smi)")
     validate.add_argument("--single-model", default=None, help="model or local path for the 1-GPU run")
     validate.add_argument("--tp-model", default=None, help="model or local path for the TP runs")
@@ -160,6 +162,14 @@ def _options(args: argparse.Namespace):
     return options
 
 
+def default_report(host: str, stamp: str) -> Path:
+    """Where a validation report goes unless --report says: the tool's cache, not the current folder."""
+    cache = Path(os.environ.get("VLLM_VOLTA_CACHE", Path.home() / ".cache" / "vllm-volta"))
+    folder = cache / "validate"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"volta-validate-{host}-{stamp}.json"
+
+
 def _validate(args: argparse.Namespace) -> int:
     from vllm_volta.ship.validate import doctor
     from vllm_volta.ship.validate.plan import build_plan, describe_plan
@@ -167,7 +177,7 @@ def _validate(args: argparse.Namespace) -> int:
 
     options = _options(args)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    report = args.report or Path(f"volta-validate-{socket.gethostname()}-{stamp}.json")
+    report = args.report or default_report(socket.gethostname(), stamp)
     facts = json.loads(args.facts.read_text()) if args.facts else None
     if args.dry_run:
         if args.gpus is not None:

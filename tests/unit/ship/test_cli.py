@@ -59,3 +59,12 @@ def test_module_entry_point():
     done = subprocess.run([sys.executable, "-m", "vllm_volta.ship", "--help"], capture_output=True, text=True,
                           env={"PYTHONPATH": str(Path(__file__).resolve().parents[3] / "src")})
     assert done.returncode == 0 and "publish" in done.stdout and "validate" in done.stdout
+
+
+def test_validate_report_defaults_to_the_cache_not_the_checkout(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("VLLM_VOLTA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["validate", "--dry-run", "--gpus", "1", "--tp-sizes", ""]) == 0
+    out = capsys.readouterr().out
+    assert str(tmp_path / "cache" / "validate" / "volta-validate-") in out
+    assert not list(tmp_path.glob("volta-validate-*"))
