@@ -15,25 +15,11 @@ numerics are checked on a GPU by tests/kernels/test_sdpa_paged_gpu.py.
 import importlib
 import importlib.util
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-_REF = Path(__file__).resolve().parents[1] / "kernels" / "sdpa_reference.py"
-
-
-def _load_reference():
-    name = "vllm_volta_sdpa_reference"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, _REF)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-ref = _load_reference()
+from .paged_reference import ref  # noqa: E402
 
 # fp16 on CPU: SDPA's math kernel upcasts internally; the inputs and output
 # are rounded to fp16 (relative step 2**-11 ~ 4.9e-4). Outputs are convex

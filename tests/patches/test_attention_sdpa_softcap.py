@@ -15,27 +15,12 @@ paged cache filled by hand whose unwritten slots hold NaN.
 """
 import importlib
 import importlib.util
-import sys
 import types
-from pathlib import Path
 
 import pytest
 import torch
 
-_REF = Path(__file__).resolve().parents[1] / "kernels" / "sdpa_reference.py"
-
-
-def _load_reference():
-    name = "vllm_volta_sdpa_reference"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, _REF)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-ref = _load_reference()
+from .paged_reference import ref, use_reference_kernels  # noqa: E402
 
 ATOL = {torch.float32: 2e-5, torch.float16: 1e-2}
 DTYPES = [
@@ -78,27 +63,7 @@ def engine(monkeypatch):
 def kernel_calls(monkeypatch):
     """Torch stand-ins for the CUDA-only cache write and decode kernel
     (no soft cap, no window: what paged_attention_v1/v2 compute)."""
-    from vllm.attention.ops import paged_attn
-    calls = []
-
-    def write_to_paged_cache(key, value, key_cache, value_cache,
-                             slot_mapping, kv_cache_dtype, k_scale, v_scale):
-        ref.write_kv_torch(key, value, key_cache, value_cache,
-                           slot_mapping.flatten())
-
-    def forward_decode(query, key_cache, value_cache, block_tables, seq_lens,
-                       max_seq_len, kv_cache_dtype, num_kv_heads, scale,
-                       alibi_slopes, k_scale, v_scale, *args, **kwargs):
-        calls.append(seq_lens.tolist())
-        return ref.paged_decode_torch(query, key_cache, value_cache,
-                                      block_tables, seq_lens, scale,
-                                      num_kv_heads, alibi_slopes)
-
-    monkeypatch.setattr(paged_attn.PagedAttention, "write_to_paged_cache",
-                        staticmethod(write_to_paged_cache))
-    monkeypatch.setattr(paged_attn.PagedAttention, "forward_decode",
-                        staticmethod(forward_decode))
-    return calls
+    return use_reference_kernels(monkeypatch)
 
 
 def dense(q, k, v, scale, cap=None, window=None, causal=True, alibi=None):

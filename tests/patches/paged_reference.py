@@ -1,0 +1,51 @@
+"""The torch reference of vLLM's paged-attention ops, for the TORCH_SDPA backend's CPU tests.
+
+``ref`` is tests/kernels/sdpa_reference.py (loaded by path: tests/kernels sets
+Triton up in its own process). ``use_reference_kernels`` puts torch stand-ins
+in place of the CUDA-only cache write and decode kernel and returns the list
+of decode calls (each call's seq_lens).
+"""
+import importlib.util
+import sys
+from pathlib import Path
+
+_REF = Path(__file__).resolve().parents[1] / "kernels" / "sdpa_reference.py"
+
+
+def _load_reference():
+    name = "vllm_volta_sdpa_reference"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, _REF)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+ref = _load_reference()
+
+
+def use_reference_kernels(monkeypatch) -> list:
+    """The stand-in decode computes what paged_attention_v1/v2 compute: all seq_lens keys, no
+    window, no soft cap."""
+    from vllm.attention.ops import paged_attn
+    calls = []
+
+    def write_to_paged_cache(key, value, key_cache, value_cache,
+                             slot_mapping, kv_cache_dtype, k_scale, v_scale):
+        ref.write_kv_torch(key, value, key_cache, value_cache,
+                           slot_mapping.flatten())
+
+    def forward_decode(query, key_cache, value_cache, block_tables, seq_lens,
+                       max_seq_len, kv_cache_dtype, num_kv_heads, scale,
+                       alibi_slopes, k_scale, v_scale, *args, **kwargs):
+        calls.append(seq_lens.tolist())
+        return ref.paged_decode_torch(query, key_cache, value_cache,
+                                      block_tables, seq_lens, scale,
+                                      num_kv_heads, alibi_slopes)
+
+    monkeypatch.setattr(paged_attn.PagedAttention, "write_to_paged_cache",
+                        staticmethod(write_to_paged_cache))
+    monkeypatch.setattr(paged_attn.PagedAttention, "forward_decode",
+                        staticmethod(forward_decode))
+    return calls
