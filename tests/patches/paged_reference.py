@@ -1,13 +1,17 @@
-"""The torch reference of vLLM's paged-attention ops, for the TORCH_SDPA backend's CPU tests.
+"""Shared by the TORCH_SDPA backend's CPU tests: the module under test, a stand-in layer, and the
+torch reference of vLLM's paged-attention ops.
 
 ``ref`` is tests/kernels/sdpa_reference.py (loaded by path: tests/kernels sets
 Triton up in its own process). ``use_reference_kernels`` puts torch stand-ins
 in place of the CUDA-only cache write and decode kernel and returns the list
 of decode calls (each call's seq_lens).
 """
+import importlib
 import importlib.util
 import sys
 from pathlib import Path
+
+import torch
 
 _REF = Path(__file__).resolve().parents[1] / "kernels" / "sdpa_reference.py"
 
@@ -23,6 +27,19 @@ def _load_reference():
 
 
 ref = _load_reference()
+
+
+def backend():
+    """The module under test (fails, not skips, on a tree without it)."""
+    return importlib.import_module("vllm.attention.backends.torch_sdpa_cuda")
+
+
+class Layer:
+    """The attributes of an Attention layer that the impl reads."""
+
+    def __init__(self):
+        self._k_scale = torch.tensor(1.0)
+        self._v_scale = torch.tensor(1.0)
 
 
 def use_reference_kernels(monkeypatch) -> list:

@@ -12,14 +12,12 @@ CUDA-only: here it is replaced by a torch stand-in to check the plumbing of
 the whole forward (metadata split, cache writes, decode arguments); its
 numerics are checked on a GPU by tests/kernels/test_sdpa_paged_gpu.py.
 """
-import importlib
-import importlib.util
 import sys
 
 import pytest
 import torch
 
-from .paged_reference import ref  # noqa: E402
+from .paged_reference import Layer, backend, ref  # noqa: E402
 
 # fp16 on CPU: SDPA's math kernel upcasts internally; the inputs and output
 # are rounded to fp16 (relative step 2**-11 ~ 4.9e-4). Outputs are convex
@@ -27,11 +25,6 @@ from .paged_reference import ref  # noqa: E402
 # magnitude bound the error: 1e-2 leaves room, and a masking or gathering
 # mistake gives errors of order 1.
 ATOL = {torch.float32: 2e-5, torch.float16: 1e-2}
-
-
-def backend():
-    """The module under test (fails, not skips, on a tree without it)."""
-    return importlib.import_module("vllm.attention.backends.torch_sdpa_cuda")
 
 
 def _assert_close(out, expected, dtype, what):
@@ -219,14 +212,6 @@ def test_uses_sdpa_is_causal_only_without_context(monkeypatch):
 # --- the whole forward: metadata, cache writes, decode plumbing -------------
 
 
-class _Layer:
-    """The attributes of an Attention layer that the impl reads."""
-
-    def __init__(self):
-        self._k_scale = torch.tensor(1.0)
-        self._v_scale = torch.tensor(1.0)
-
-
 @pytest.fixture
 def torch_paged_ops(monkeypatch):
     """Replace the CUDA-only PagedAttention ops by torch stand-ins, record
@@ -312,7 +297,7 @@ def test_forward_mixed_prefill_and_decode(torch_paged_ops, dtype,
         **ref.batch_metadata_fields(batch, "cpu"))
     impl = _impl(mod, num_heads, num_kv_heads, head_size, sliding_window)
 
-    out = impl.forward(_Layer(), q.flatten(1), k.flatten(1), v.flatten(1),
+    out = impl.forward(Layer(), q.flatten(1), k.flatten(1), v.flatten(1),
                        kv_cache, meta)
 
     expected = torch.cat(
@@ -348,7 +333,7 @@ def test_forward_prefill_only_needs_no_block_table(torch_paged_ops):
         **ref.batch_metadata_fields(batch, "cpu"))
     assert meta.block_tables.numel() == 0
     impl = _impl(mod, 4, 4, 64)
-    out = impl.forward(_Layer(), q.flatten(1), k.flatten(1), v.flatten(1),
+    out = impl.forward(Layer(), q.flatten(1), k.flatten(1), v.flatten(1),
                        torch.empty(0), meta)
     expected = torch.cat(ref.reference_outputs(batch, histories, 64**-0.5))
     _assert_close(out.view_as(q), expected, torch.float32, "profile prefill")
@@ -387,7 +372,7 @@ def test_forward_bidirectional_and_cross_attention(torch_paged_ops, kind):
                       num_encoder_tokens=sum(lens))
     meta = mod.TorchSDPACudaMetadata(**fields)
     impl = _impl(mod, 4, 4, 64, attn_type=getattr(AttentionType, kind))
-    out = impl.forward(_Layer(), q.flatten(1), k.flatten(1), v.flatten(1),
+    out = impl.forward(Layer(), q.flatten(1), k.flatten(1), v.flatten(1),
                        torch.empty(0), meta).view_as(q)
     causal = kind == "DECODER"
     start = 0
@@ -437,7 +422,7 @@ def test_forward_encoder_decoder_cross_attention(torch_paged_ops):
         cross_slot_mapping=cross_slots,
         cross_block_tables=cross_tables)
     impl = _impl(mod, heads, heads, d, attn_type=AttentionType.ENCODER_DECODER)
-    out = impl.forward(_Layer(), q.flatten(1), k.flatten(1), v.flatten(1),
+    out = impl.forward(Layer(), q.flatten(1), k.flatten(1), v.flatten(1),
                        kv_cache, meta).view_as(q)
     qs = ks = 0
     for nq, nk in zip(dec_lens, enc_lens):
@@ -471,7 +456,7 @@ def test_forward_encoder_decoder_cross_attention(torch_paged_ops):
         num_encoder_tokens=0,
         cross_slot_mapping=torch.empty(0, dtype=torch.long),
         cross_block_tables=cross_tables)
-    out1 = impl.forward(_Layer(), q1.flatten(1), None, None, kv_cache,
+    out1 = impl.forward(Layer(), q1.flatten(1), None, None, kv_cache,
                         meta).view_as(q1)
     (call, ) = torch_paged_ops
     assert call["seq_lens"] == enc_lens

@@ -13,14 +13,12 @@ Checked on CPU tensors against a dense float64 reference (full attention
 matrix, causal + window mask, soft cap) over each sequence's history, on a
 paged cache filled by hand whose unwritten slots hold NaN.
 """
-import importlib
-import importlib.util
 import types
 
 import pytest
 import torch
 
-from .paged_reference import ref, use_reference_kernels  # noqa: E402
+from .paged_reference import Layer, backend, ref, use_reference_kernels  # noqa: E402
 
 ATOL = {torch.float32: 2e-5, torch.float16: 1e-2}
 DTYPES = [
@@ -35,17 +33,6 @@ Q_GAIN = 4.0
 WINDOW = 32
 HEAD = 64
 SCALE = HEAD**-0.5
-
-
-def backend():
-    return importlib.import_module("vllm.attention.backends.torch_sdpa_cuda")
-
-
-class _Layer:
-
-    def __init__(self):
-        self._k_scale = torch.tensor(1.0)
-        self._v_scale = torch.tensor(1.0)
 
 
 @pytest.fixture
@@ -121,7 +108,7 @@ def _forward(impl, batch, histories, kv_cache):
     q, k, v = ref.step_inputs(batch, histories)
     meta = backend().TorchSDPACudaMetadata(
         **ref.batch_metadata_fields(batch, "cpu"))
-    out = impl.forward(_Layer(), q.flatten(1), k.flatten(1), v.flatten(1),
+    out = impl.forward(Layer(), q.flatten(1), k.flatten(1), v.flatten(1),
                        kv_cache, meta)
     return out.view_as(q)
 
@@ -264,7 +251,7 @@ def test_decode_route_soft_caps_with_alibi_and_cross_attention(
         num_encoder_tokens=0,
         cross_slot_mapping=torch.empty(0, dtype=torch.long),
         cross_block_tables=tables)
-    cross = impl.forward(_Layer(), q.flatten(1), None, None, kv_cache,
+    cross = impl.forward(Layer(), q.flatten(1), None, None, kv_cache,
                          meta).view_as(q)
     assert kernel_calls == []
     for i, n in enumerate(enc_lens):

@@ -14,8 +14,6 @@ Checked on CPU tensors against a dense float64 reference over each
 sequence's whole history (full attention matrix, causal + window mask), on
 a paged cache filled by hand whose unwritten slots hold NaN.
 """
-import importlib
-import importlib.util
 import math
 import types
 
@@ -23,7 +21,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from .paged_reference import ref, use_reference_kernels  # noqa: E402
+from .paged_reference import Layer, backend, ref, use_reference_kernels  # noqa: E402
 
 ATOL = {torch.float32: 2e-5, torch.float16: 1e-2}
 DTYPES = [
@@ -35,17 +33,6 @@ HEADS = [
     pytest.param(8, 2, id="gqa4"),
     pytest.param(8, 1, id="mqa"),
 ]
-
-
-def backend():
-    return importlib.import_module("vllm.attention.backends.torch_sdpa_cuda")
-
-
-class _Layer:
-
-    def __init__(self):
-        self._k_scale = torch.tensor(1.0)
-        self._v_scale = torch.tensor(1.0)
 
 
 @pytest.fixture
@@ -123,7 +110,7 @@ def _forward(impl, batch, histories, kv_cache):
     q, k, v = ref.step_inputs(batch, histories)
     meta = mod.TorchSDPACudaMetadata(
         **ref.batch_metadata_fields(batch, "cpu"))
-    out = impl.forward(_Layer(), q.flatten(1), k.flatten(1), v.flatten(1),
+    out = impl.forward(Layer(), q.flatten(1), k.flatten(1), v.flatten(1),
                        kv_cache, meta)
     return out.view_as(q)
 
