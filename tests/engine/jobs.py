@@ -3,7 +3,8 @@
 A mode is a V0 engine configuration and the prompt set it generates for;
 every family runs ``eager`` and ``graph`` (CUDA graphs) on the base set.
 The Llama jobs add prefix caching, chunked prefill, a batch of 16 mixed
-lengths, preemption forced by a small KV cache, and an 8300-token context.
+lengths, preemption forced by a small KV cache, an 8300-token context and a
+33,000-token prompt prefilled in chunks.
 """
 from __future__ import annotations
 
@@ -46,6 +47,13 @@ LLAMA_MODES = (
 )
 LLAMA_LONG = (
     Mode("long-8300", "long", dict(enforce_eager=False, **_base(8448))),
+    # 33,000 prompt tokens in 2048-token chunks: each chunk after the first
+    # attends to up to 30,976 cached tokens.
+    Mode("long-33k", "long33k",
+         dict(enforce_eager=False, **{**_base(33280),
+                                      "enable_chunked_prefill": True,
+                                      "max_num_batched_tokens": 2048,
+                                      "num_gpu_blocks_override": 2304})),
 )
 
 JOBS: dict[str, tuple[str, tuple[Mode, ...]]] = {

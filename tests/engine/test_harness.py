@@ -33,8 +33,12 @@ def test_llama_modes_cover_the_issue():
     assert modes["preemption"].expect == "preempted"
     small = modes["preemption"].engine["num_gpu_blocks_override"] * 16
     assert small < sum(prompts.BATCH_LENGTHS)  # the batch cannot all fit
-    long = jobs.JOBS["llama-long"][1][0]
+    long, long33k = jobs.JOBS["llama-long"][1]
     assert long.engine["max_model_len"] >= prompts.LONG_LENGTH + rules.STEPS
+    need = prompts.LONG_33K_LENGTH + rules.STEPS
+    assert long33k.engine["max_model_len"] >= need > 32768
+    assert long33k.engine["num_gpu_blocks_override"] * 16 >= need
+    assert long33k.engine["enable_chunked_prefill"]
 
 
 def test_prompt_sets():
@@ -42,6 +46,7 @@ def test_prompt_sets():
     assert len(batch) >= 16
     assert min(map(len, batch)) == 1 and max(map(len, batch)) == 2048
     assert len(prompts.token_set("long")[0]) > 8192
+    assert len(prompts.token_set("long33k")[0]) > 32768
     prefix = prompts.token_set("prefix")
     assert all(p[:prompts.PREFIX_LENGTH] == prefix[0][:prompts.PREFIX_LENGTH]
                for p in prefix)

@@ -45,6 +45,7 @@ def test_every_family_is_made_with_its_architecture(models):
     expect = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",
               "mistral": "MistralForCausalLM",
               "gemma2": "Gemma2ForCausalLM",
+              "gemma3": "Gemma3ForCausalLM",
               "mixtral": "MixtralForCausalLM",
               "qwen2_moe": "Qwen2MoeForCausalLM",
               "deepseek": "DeepseekV3ForCausalLM", "bert": "BertModel",
@@ -56,6 +57,12 @@ def test_every_family_is_made_with_its_architecture(models):
         assert config["vocab_size"] == tt.VOCAB_SIZE
     mistral = json.loads((models / "mistral" / "config.json").read_text())
     assert mistral["sliding_window"] < max(prompts.BASE_LENGTHS)
+    gemma3 = json.loads((models / "gemma3" / "config.json").read_text())
+    assert gemma3["model_type"] == "gemma3_text"
+    # Twice the window and more: the local layer must drop early tokens.
+    assert 2 * gemma3["sliding_window"] < max(prompts.BASE_LENGTHS)
+    assert gemma3["layer_types"] == ["sliding_attention", "full_attention"]
+    assert gemma3["sliding_window_pattern"] == 2  # what vLLM 0.9.2 reads
     deepseek = json.loads((models / "deepseek" / "config.json").read_text())
     assert deepseek["model_type"] == "deepseek_v3"
     assert deepseek["n_group"] > deepseek["topk_group"] >= 1

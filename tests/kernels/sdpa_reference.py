@@ -43,9 +43,11 @@ def naive_attention(
     causal: bool = True,
     sliding_window: Optional[int] = None,
     alibi_slopes: Optional[torch.Tensor] = None,
+    soft_cap: Optional[float] = None,
 ) -> torch.Tensor:
     """Attention of the last q.shape[0] positions of a sequence (lower-right
-    aligned) over all of its keys, in float64.
+    aligned) over all of its keys, in float64. With ``soft_cap`` the
+    scaled scores s become soft_cap * tanh(s / soft_cap) (Gemma 2).
 
     q: [q_len, heads, d]; k, v: [kv_len, kv_heads, d]. Returns float64
     [q_len, heads, d]. Query head h reads kv head h // (heads // kv_heads).
@@ -58,6 +60,8 @@ def naive_attention(
     k64 = k.double()[:, kv_index]
     v64 = v.double()[:, kv_index]
     scores = torch.einsum("qhd,khd->hqk", q64, k64) * scale
+    if soft_cap is not None:
+        scores = torch.tanh(scores / soft_cap) * soft_cap
     q_pos = torch.arange(kv_len - q_len, kv_len, device=q.device)
     k_pos = torch.arange(kv_len, device=q.device)
     if alibi_slopes is not None:
@@ -290,15 +294,25 @@ def context_kv(batch: Batch, histories):
 
 
 def reference_outputs(batch: Batch, histories, scale: float,
-                      alibi: Optional[torch.Tensor] = None) -> list:
+                      alibi: Optional[torch.Tensor] = None,
+                      soft_cap: Optional[float] = None,
+                      layer_window: Optional[int] = None) -> list:
     """Per-sequence float64 reference outputs of the step's queries.
 
     Prefills: exact causal (sliding-window) attention over the whole
     history. Decodes: attention of the last token over the tokens the V0
-    runner hands the decode kernel (the window-trimmed tail)."""
+    runner hands the decode kernel (the window-trimmed tail). With
+    ``layer_window`` (a per-layer window that the runner does not trim,
+    as for Gemma 2/3) every query, decodes included, sees exactly the last
+    ``layer_window`` positions."""
     outs = []
     for i, (s, (q, k, v)) in enumerate(zip(batch.seqs, histories)):
-        if s.decode:
+        if layer_window is not None:
+            outs.append(
+                naive_attention(q[s.context:], k, v, scale, causal=True,
+                                sliding_window=layer_window,
+                                alibi_slopes=alibi, soft_cap=soft_cap))
+        elif s.decode:
             seq_len, _ = batch.decode_view(i)
             outs.append(
                 naive_attention(q[-1:],
@@ -306,7 +320,8 @@ def reference_outputs(batch: Batch, histories, scale: float,
                                 v[s.total - seq_len:],
                                 scale,
                                 causal=True,
-                                alibi_slopes=alibi))
+                                alibi_slopes=alibi,
+                                soft_cap=soft_cap))
         else:
             outs.append(
                 naive_attention(q[s.context:],
@@ -315,7 +330,8 @@ def reference_outputs(batch: Batch, histories, scale: float,
                                 scale,
                                 causal=True,
                                 sliding_window=batch.sliding_window,
-                                alibi_slopes=alibi))
+                                alibi_slopes=alibi,
+                                soft_cap=soft_cap))
     return outs
 
 
@@ -337,3 +353,53 @@ def paged_decode_torch(query, key_cache, value_cache, block_tables,
         out[i] = naive_attention(query[i:i + 1], k, v, scale, True, None,
                                  alibi)[0].to(query.dtype)
     return out
+
+
+def efficient_attention_torch(query, key, value, cu_seqlens_q, cu_seqlens_k,
+                              max_seqlen_q, max_seqlen_k, mask, scale,
+                              window, return_lse):
+    """Stand-in of one launch of torch's memory-efficient varlen kernel
+    (``torch.ops.aten._efficient_attention_forward``), in float64, with
+    the kernel's conventions as measured on a GPU:
+
+    - query/key/value [1, tokens, heads, d] (as many KV heads as query
+      heads), sequence i at rows cu_seqlens[i]:cu_seqlens[i + 1];
+    - mask 0: none; 1: causal from the top left (query r sees keys <= r);
+      2: causal from the bottom right (query r of q_len sees keys
+      <= r + k_len - q_len);
+    - window w (with a causal mask): only keys at distance < w;
+    - the log-sum-exp is [num_seqs, heads, max_seqlen_q rounded up to 32],
+      row r of sequence i at [i, :, r], +inf past the sequence's queries.
+    Returns (output in query's dtype, lse float32 or None).
+    """
+    _, _, heads, _ = query.shape
+    assert key.shape[2] == heads, "the kernel needs as many KV heads as Q"
+    cq = cu_seqlens_q.tolist()
+    ck = cu_seqlens_k.tolist()
+    out = torch.zeros_like(query)
+    padded = -(-max_seqlen_q // 32) * 32
+    lse = torch.full((len(cq) - 1, heads, padded), float("inf"),
+                     dtype=torch.float32, device=query.device)
+    for i in range(len(cq) - 1):
+        q = query[0, cq[i]:cq[i + 1]].double()
+        k = key[0, ck[i]:ck[i + 1]].double()
+        v = value[0, ck[i]:ck[i + 1]].double()
+        q_len, k_len = q.shape[0], k.shape[0]
+        assert q_len <= max_seqlen_q and k_len <= max_seqlen_k
+        scores = torch.einsum("qhd,khd->hqk", q, k) * scale
+        if mask:
+            shift = 0 if mask == 1 else k_len - q_len
+            dist = (torch.arange(q_len, device=q.device)[:, None] + shift -
+                    torch.arange(k_len, device=q.device)[None, :])
+            allowed = dist >= 0
+            if window is not None:
+                allowed &= dist < window
+            scores = scores.masked_fill(~allowed, float("-inf"))
+        if k_len == 0:
+            lse[i, :, :q_len] = 0.0  # what the kernel returns: no keys
+            continue
+        lse[i, :, :q_len] = torch.logsumexp(scores, dim=-1).float()
+        probs = torch.softmax(scores, dim=-1).nan_to_num(0.0)
+        out[0, cq[i]:cq[i + 1]] = torch.einsum("hqk,khd->qhd", probs,
+                                               v).to(query.dtype)
+    return out, (lse if return_lse else None)

@@ -188,6 +188,11 @@ class Case:
     block_size: int = 16
     sliding_window: Optional[int] = None
     alibi: bool = False
+    # Gemma 2 style logit soft cap (prefill per sequence, decode in torch).
+    soft_cap: Optional[float] = None
+    # The window is the layer's own (Gemma 2/3 local layers): the runner
+    # does not trim the decode block tables, the backend applies it.
+    layer_window: bool = False
 
     def __str__(self):
         return self.name
@@ -238,6 +243,22 @@ CASES = [
     # ALiBi (bias in the SDPA mask; in the kernel for decode).
     Case("alibi-mha-d128", [P(0, 40), P(25, 10), D(50), D(700)], 8, 8, 128,
          alibi=True),
+    # Per-layer windows (Gemma 3 local layers, window 1024 at 2x; the
+    # decode reads only the window from the paged cache).
+    Case("layer-window1024-gqa2-d256", [P(0, 2048), P(1500, 600), D(2048),
+                                        D(1030), D(700)], 8, 4, 256,
+         sliding_window=1024, layer_window=True),
+    # Soft cap (Gemma 2 runs fp32 on a V100; head size 256). The cap is
+    # small enough that capping changes these random scores.
+    Case("softcap2-gqa2-d256-fp32", [P(0, 90), P(40, 20), D(90), D(300)], 8,
+         4, 256, FP32, soft_cap=2.0),
+    Case("softcap2-layer-window64-gqa2-d256-fp32", [P(0, 200), P(100, 30),
+                                                    D(200), D(70)], 8, 4, 256,
+         FP32, sliding_window=64, soft_cap=2.0, layer_window=True),
+    # Long cached context (> 32K, V0's default path with prefix caching or
+    # chunked prefill): the context is read in chunks and merged.
+    Case("long-context-64k-gqa4-d128", [P(65536, 32), P(0, 64), D(65600)],
+         16, 4, 128),
 ]
 
 
@@ -281,7 +302,8 @@ def test_forward_matches_reference(volta_vllm, case, record_property):
         None, case.head_size, case.dtype, None, case.block_size, False,
         False) == BACKEND_PATH
 
-    batch = ref.make_batch(case.seqs, case.block_size, case.sliding_window,
+    batch = ref.make_batch(case.seqs, case.block_size,
+                           None if case.layer_window else case.sliding_window,
                            seed=len(case.name))
     histories = ref.make_qkv(batch, case.num_heads, case.num_kv_heads,
                              case.head_size, case.dtype, device,
@@ -297,7 +319,12 @@ def test_forward_matches_reference(volta_vllm, case, record_property):
     impl = backend.TorchSDPACudaImpl(
         case.num_heads, case.head_size, scale, case.num_kv_heads,
         None if slopes is None else slopes.tolist(), case.sliding_window,
-        "auto")
+        "auto", logits_soft_cap=case.soft_cap)
+    if case.layer_window:
+        # What the impl decides when the engine's model config leaves the
+        # window to the layers (tests/patches/test_attention_sdpa_window_
+        # decode.py checks that decision).
+        impl.decode_in_torch = True
     q, k, v = ref.step_inputs(batch, histories)
 
     with volta_kernels() as paged_variants:
@@ -306,7 +333,16 @@ def test_forward_matches_reference(volta_vllm, case, record_property):
         torch.cuda.synchronize()
     out = out.view_as(q)
 
-    expected = ref.reference_outputs(batch, histories, scale, alibi=slopes)
+    window = case.sliding_window if case.layer_window else None
+    expected = ref.reference_outputs(batch, histories, scale, alibi=slopes,
+                                     soft_cap=case.soft_cap,
+                                     layer_window=window)
+    if case.soft_cap is not None or case.layer_window:
+        # The case must be able to fail: without the cap (or the window)
+        # the answer is different.
+        plain = ref.reference_outputs(batch, histories, scale, alibi=slopes)
+        assert max((a - b).abs().max().item()
+                   for a, b in zip(plain, expected)) > 10 * ATOL[case.dtype]
     worst = {"prefill": 0.0, "decode": 0.0}
     start = 0
     for seq, exp in zip(batch.seqs, expected):
@@ -324,6 +360,8 @@ def test_forward_matches_reference(volta_vllm, case, record_property):
                   block_size=case.block_size,
                   sliding_window=case.sliding_window,
                   alibi=case.alibi,
+                  soft_cap=case.soft_cap,
+                  layer_window=case.layer_window,
                   lens=[(s.context, s.query) for s in batch.seqs],
                   paged_attention=sorted(set(paged_variants)),
                   worst_prefill=worst["prefill"],
@@ -331,7 +369,7 @@ def test_forward_matches_reference(volta_vllm, case, record_property):
                   atol=atol,
                   passed=max(worst.values()) <= atol)
     _record(record_property, ops_from, **result)
-    if batch.decodes:
+    if batch.decodes and not impl.decode_in_torch:
         assert paged_variants, "decode did not reach paged_attention"
     if any(s.total > 8192 for s in batch.decodes):
         assert "v2" in paged_variants
@@ -432,3 +470,81 @@ def test_cuda_graph_decode(volta_vllm, record_property):
                   passed=worst <= ATOL[FP16])
     _record(record_property, ops_from, **result)
     assert worst <= ATOL[FP16], result
+
+
+def test_long_context_prefill_memory_is_bounded(volta_vllm, record_property):
+    """Peak memory of one layer's prefill of 512 new tokens after a cached
+    context of 16K and 64K tokens (Llama-3.1-8B layer: 32 query heads, 8 KV
+    heads, head size 128, fp16), over what the inputs and the output take.
+
+    Bound of the chunked route, independent of the context length: the
+    gathered K and V of one chunk and one of them laid out beside the new
+    tokens (3 x CONTEXT_CHUNK_ELEMENTS fp16), the fp32 merge state and its
+    temporaries (6 x tokens x heads x head size x 4 bytes), plus 16 MiB. The per-sequence route (the loop,
+    kept for ALiBi and soft-capped layers) is measured beside it.
+    """
+    backend, ops_from, _ = volta_vllm
+    from vllm.attention.ops import mem_efficient_varlen as varlen
+    device = torch.device("cuda")
+    heads, kv_heads, d, bs, q_len = 32, 8, 128, 16, 512
+    chunk_bytes = 3 * varlen.CONTEXT_CHUNK_ELEMENTS * 2
+    bound = chunk_bytes + 6 * q_len * heads * d * 4 + (16 << 20)
+    impl = backend.TorchSDPACudaImpl(heads, d, d**-0.5, kv_heads, None, None,
+                                     "auto")
+    layer = _Layer(device)
+    rows = []
+    for context in (16384, 65536):
+        total = context + q_len
+        num_blocks = -(-total // bs) + 1
+        kv_cache = torch.randn(2, num_blocks, bs * kv_heads * d,
+                               dtype=FP16, device=device)
+        key_cache, value_cache = ref.split_kv_cache(kv_cache, kv_heads, d)
+        table = torch.randperm(num_blocks, device=device)[:-1].int()[None]
+        q = torch.randn(q_len, heads * d, dtype=FP16, device=device)
+        k = torch.randn(q_len, kv_heads * d, dtype=FP16, device=device)
+        v = torch.randn(q_len, kv_heads * d, dtype=FP16, device=device)
+        batch = ref.Batch([ref.Seq(context, q_len)], bs, [table[0].tolist()],
+                          num_blocks, None)
+        fields = ref.batch_metadata_fields(batch, device)
+        fields["query_lens"] = [q_len]
+        meta = backend.TorchSDPACudaMetadata(**fields)
+        peaks = {}
+        with volta_kernels():
+            for route in ("chunked", "per-sequence"):
+                torch.cuda.synchronize()
+                base = torch.cuda.memory_allocated()
+                torch.cuda.reset_peak_memory_stats()
+                if route == "chunked":
+                    out = impl.forward(layer, q, k, v, kv_cache, meta)
+                else:
+                    out = torch.empty(q_len, heads, d, dtype=FP16,
+                                      device=device)
+                    backend.forward_prefill_sdpa(
+                        out, q.view(q_len, heads, d),
+                        k.view(q_len, kv_heads, d),
+                        v.view(q_len, kv_heads, d), [q_len], [q_len],
+                        d**-0.5, True, context_lens=[context],
+                        key_cache=key_cache, value_cache=value_cache,
+                        block_tables=table)
+                torch.cuda.synchronize()
+                peaks[route] = (torch.cuda.max_memory_allocated() - base -
+                                out.numel() * out.element_size())
+                del out
+        rows.append((context, peaks))
+        del kv_cache, key_cache, value_cache
+    mib = 1 << 20
+    result = dict(case="long-context-prefill-memory-32x8-d128",
+                  bound_mib=round(bound / mib, 1),
+                  peaks_mib={
+                      c: {r: round(b / mib, 1) for r, b in p.items()}
+                      for c, p in rows
+                  })
+    record_property("ran_on", _ran_on())
+    record_property("forced_path", FORCED_PATH)
+    record_property("result", json.dumps(result))
+    path = os.environ.get("VLLM_VOLTA_SDPA_RESULTS")
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps(dict(result, ran_on=_ran_on())) + "\n")
+    for context, peaks in rows:
+        assert peaks["chunked"] <= bound, result

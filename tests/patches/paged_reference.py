@@ -4,7 +4,9 @@ torch reference of vLLM's paged-attention ops.
 ``ref`` is tests/kernels/sdpa_reference.py (loaded by path: tests/kernels sets
 Triton up in its own process). ``use_reference_kernels`` puts torch stand-ins
 in place of the CUDA-only cache write and decode kernel and returns the list
-of decode calls (each call's seq_lens).
+of decode calls (each call's seq_lens). ``use_reference_varlen`` puts the torch
+stand-in of the memory-efficient varlen kernel (CUDA-only) in place, where the
+tree has the one-launch prefill, and returns the list of its launches.
 """
 import importlib
 import importlib.util
@@ -42,6 +44,24 @@ class Layer:
         self._v_scale = torch.tensor(1.0)
 
 
+def use_reference_varlen(monkeypatch) -> list:
+    """Record each launch as (query tokens, key tokens, heads, mask, window)."""
+    launches = []
+    if importlib.util.find_spec("vllm.attention.ops.mem_efficient_varlen") is None:
+        return launches  # a tree from before the one-launch prefill
+    from vllm.attention.ops import mem_efficient_varlen as varlen
+
+    def efficient_attention(query, key, value, cu_q, cu_k, max_q, max_k, mask, scale,
+                            window, return_lse):
+        launches.append((query.shape[1], key.shape[1], query.shape[2], mask, window))
+        return ref.efficient_attention_torch(query, key, value, cu_q, cu_k, max_q, max_k,
+                                             mask, scale, window, return_lse)
+
+    monkeypatch.setattr(varlen, "efficient_attention", efficient_attention)
+    monkeypatch.setattr(varlen, "kernel_supports_window", lambda: True)
+    return launches
+
+
 def use_reference_kernels(monkeypatch) -> list:
     """The stand-in decode computes what paged_attention_v1/v2 compute: all seq_lens keys, no
     window, no soft cap."""
@@ -65,4 +85,5 @@ def use_reference_kernels(monkeypatch) -> list:
                         staticmethod(write_to_paged_cache))
     monkeypatch.setattr(paged_attn.PagedAttention, "forward_decode",
                         staticmethod(forward_decode))
+    use_reference_varlen(monkeypatch)
     return calls

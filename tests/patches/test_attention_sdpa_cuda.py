@@ -17,7 +17,7 @@ import sys
 import pytest
 import torch
 
-from .paged_reference import Layer, backend, ref  # noqa: E402
+from .paged_reference import Layer, backend, ref, use_reference_varlen  # noqa: E402
 
 # fp16 on CPU: SDPA's math kernel upcasts internally; the inputs and output
 # are rounded to fp16 (relative step 2**-11 ~ 4.9e-4). Outputs are convex
@@ -250,6 +250,7 @@ def torch_paged_ops(monkeypatch):
                         staticmethod(triton_path))
     monkeypatch.setattr(paged_attn, "context_attention_fwd", triton_path,
                         raising=False)
+    use_reference_varlen(monkeypatch)
     return decode_calls
 
 

@@ -15,10 +15,13 @@ paged cache filled by hand whose unwritten slots hold NaN.
 """
 import types
 
+import importlib.util
+
 import pytest
 import torch
 
-from .paged_reference import Layer, backend, ref, use_reference_kernels  # noqa: E402
+from .paged_reference import (Layer, backend, ref, use_reference_kernels,  # noqa: E402
+                              use_reference_varlen)
 
 ATOL = {torch.float32: 2e-5, torch.float16: 1e-2}
 DTYPES = [
@@ -193,8 +196,14 @@ def test_prefill_chunks_queries_and_keeps_sdpa_for_other_layers(
         errs = _errors(out, _expected(batch, histories, CAP, window), batch)
         assert max(errs) <= ATOL[torch.float32], (window, errs)
     assert sdpa_calls == []
+    # The other layers: per-sequence SDPA, or, on a tree with the
+    # one-launch prefill, one varlen launch per member of the GQA group.
+    varlen_launches = use_reference_varlen(monkeypatch)
     _forward(_impl(8, 2, None, cap=None), batch, histories, kv_cache)
-    assert len(sdpa_calls) == 2
+    if importlib.util.find_spec("vllm.attention.ops.mem_efficient_varlen"):
+        assert sdpa_calls == [] and len(varlen_launches) == 8 // 2
+    else:
+        assert len(sdpa_calls) == 2
 
 
 def test_decode_route_soft_caps_with_alibi_and_cross_attention(

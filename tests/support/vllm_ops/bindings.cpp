@@ -45,6 +45,26 @@ TORCH_LIBRARY_FRAGMENT(_C, ops) {
       "    int blocksparse_head_sliding_step) -> ()");
   ops.impl("paged_attention_v2", torch::kCUDA, &paged_attention_v2);
 
+  // csrc/attention/merge_attn_states.cu
+  ops.def(
+      "merge_attn_states("
+      "    Tensor! output,"
+      "    Tensor!? output_lse,"
+      "    Tensor prefix_output,"
+      "    Tensor prefix_lse,"
+      "    Tensor suffix_output,"
+      "    Tensor suffix_lse) -> ()");
+  ops.impl("merge_attn_states", torch::kCUDA, &merge_attn_states);
+
+  // csrc/quantization/gptq/q_gemm.cu
+  ops.def(
+      "gptq_gemm(Tensor a, Tensor b_q_weight, Tensor b_gptq_qzeros, "
+      "Tensor b_gptq_scales, Tensor b_g_idx, bool use_exllama, int bit) "
+      "-> Tensor");
+  ops.impl("gptq_gemm", torch::kCUDA, &gptq_gemm);
+  ops.def("gptq_shuffle(Tensor! q_weight, Tensor q_perm, int bit) -> ()");
+  ops.impl("gptq_shuffle", torch::kCUDA, &gptq_shuffle);
+
   // csrc/activation_kernels.cu
   ops.def("silu_and_mul(Tensor! result, Tensor input) -> ()");
   ops.impl("silu_and_mul", torch::kCUDA, &silu_and_mul);
@@ -122,7 +142,8 @@ TORCH_LIBRARY_FRAGMENT(_C_cache_ops, cache_ops) {
                  &reshape_and_cache_flash);
 }
 
-// csrc/moe/topk_softmax_kernels.cu, csrc/moe/moe_align_sum_kernels.cu
+// csrc/moe/topk_softmax_kernels.cu, csrc/moe/moe_align_sum_kernels.cu,
+// csrc/moe/moe_wna16.cu
 TORCH_LIBRARY_FRAGMENT(_moe_C, m) {
   m.def(
       "topk_softmax(Tensor! topk_weights, Tensor! topk_indices, Tensor! "
@@ -136,4 +157,14 @@ TORCH_LIBRARY_FRAGMENT(_moe_C, m) {
       "                     Tensor! experts_ids,"
       "                     Tensor! num_tokens_post_pad) -> ()");
   m.impl("moe_align_block_size", torch::kCUDA, &moe_align_block_size);
+
+  // csrc/moe/moe_wna16.cu
+  m.def(
+      "moe_wna16_gemm(Tensor input, Tensor! output, Tensor b_qweight, "
+      "Tensor b_scales, Tensor? b_qzeros, "
+      "Tensor? topk_weights, Tensor sorted_token_ids, "
+      "Tensor expert_ids, Tensor num_tokens_post_pad, "
+      "int top_k, int BLOCK_SIZE_M, int BLOCK_SIZE_N, int BLOCK_SIZE_K, "
+      "int bit) -> Tensor");
+  m.impl("moe_wna16_gemm", torch::kCUDA, &moe_wna16_gemm);
 }

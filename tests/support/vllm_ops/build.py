@@ -51,6 +51,9 @@ SOURCES = {
     "moe/topk_softmax_kernels.cu": ("_moe_C.topk_softmax",),
     "moe/moe_align_sum_kernels.cu": ("_moe_C.moe_align_block_size",
                                      "_moe_C.moe_sum"),
+    "attention/merge_attn_states.cu": ("_C.merge_attn_states",),
+    "quantization/gptq/q_gemm.cu": ("_C.gptq_gemm", "_C.gptq_shuffle"),
+    "moe/moe_wna16.cu": ("_moe_C.moe_wna16_gemm",),
 }
 # Defined inline in csrc/ops.h, registered by bindings.cpp.
 HEADER_OPS = ("_C.weak_ref_tensor",)
