@@ -107,6 +107,17 @@ def test_prefill_is_one_launch_per_layer(launches, dtype, num_heads,
                for c in launches)
 
 
+def test_long_gqa_prompts_repeat_kv_in_one_launch(launches, monkeypatch):
+    """From GQA_REPEAT_MIN_QUERY query tokens on, the step's own K/V are
+    repeated to the query heads and the kernel is launched once."""
+    from vllm.attention.ops import mem_efficient_varlen as varlen
+    monkeypatch.setattr(varlen, "GQA_REPEAT_MIN_QUERY", 40)
+    seqs = [ref.Seq(0, 40), ref.Seq(0, 7)]
+    (out, ), expected, _ = _forward(seqs, 8, 2, 64, torch.float32)
+    assert _err(out, expected) <= ATOL[torch.float32]
+    assert [(c["q"], c["heads"]) for c in launches] == [(47, 8)]
+
+
 def test_plan_is_made_once_per_step(launches, monkeypatch):
     """The plan (lengths, offsets, gather indices) is built at the first
     layer and reused by the others; host lengths, no device read."""

@@ -1,0 +1,86 @@
+"""Patch "fused_moe: cap the Volta decode MoE K tile at 64".
+
+On compute capability 7.x, for decode batches (M <= VOLTA_MOE_DECODE_MAX_M)
+of unquantized experts, whatever config the MoE path picks (tuning-file
+entry, override, default) must have BLOCK_SIZE_K <= 64; larger batches,
+quantized configs and 8.0 keep their tiles.
+
+Runs on CPU: vllm._C is stubbed and the device capability is mocked.
+"""
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+fm = importlib.import_module("vllm.model_executor.layers.fused_moe.fused_moe")
+
+TUNED = {"BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": 64, "BLOCK_SIZE_K": 128,
+         "GROUP_SIZE_M": 1, "num_warps": 4, "num_stages": 3}
+W1, W2 = (8, 2 * 3584, 4096), (8, 4096, 3584)  # Mixtral-8x7B at TP 4
+
+
+@pytest.fixture
+def capability(monkeypatch):
+    from vllm.platforms.interface import DeviceCapability, PlatformEnum
+
+    platform_cls = type(fm.current_platform)
+
+    def set_capability(major: int, minor: int) -> None:
+        cap = DeviceCapability(major, minor)
+        monkeypatch.setattr(platform_cls, "_enum", PlatformEnum.CUDA)
+        monkeypatch.setattr(platform_cls, "get_device_capability",
+                            classmethod(lambda cls, device_id=0: cap))
+        monkeypatch.setattr(platform_cls, "get_device_name",
+                            classmethod(lambda cls, device_id=0: "GPU"))
+
+    return set_capability
+
+
+@pytest.fixture
+def tuned_k128(monkeypatch):
+    monkeypatch.setattr(fm, "get_moe_configs",
+                        lambda *args: {1: dict(TUNED), 1024: dict(TUNED)})
+
+
+@pytest.mark.parametrize("M", [1, 2, 8, 16, 32, 64])
+def test_decode_tile_k_is_64_on_volta(capability, tuned_k128, M):
+    capability(7, 0)
+    got = fm.try_get_optimal_moe_config(W1, W2, 2, None, M)
+    assert got["BLOCK_SIZE_K"] == 64
+    assert got == dict(TUNED, BLOCK_SIZE_K=64, num_stages=1)
+
+
+@pytest.mark.parametrize("M", [1, 8, 64])
+def test_decode_override_k_is_capped_on_volta(capability, M):
+    capability(7, 0)
+    from vllm.model_executor.layers.fused_moe import override_config
+    with override_config(dict(TUNED)):
+        got = fm.try_get_optimal_moe_config(W1, W2, 2, None, M)
+    assert got["BLOCK_SIZE_K"] == 64
+
+
+@pytest.mark.parametrize("M", [1, 16, 64, 256, 4096])
+def test_default_decode_config_on_volta(capability, M):
+    capability(7, 0)
+    got = fm.try_get_optimal_moe_config(W1, W2, 2, None, M)
+    assert got["BLOCK_SIZE_K"] <= 64
+
+
+def test_prefill_keeps_tuned_k_on_volta(capability, tuned_k128):
+    capability(7, 0)
+    got = fm.try_get_optimal_moe_config(W1, W2, 2, None,
+                                        fm.VOLTA_MOE_DECODE_MAX_M + 1)
+    assert got["BLOCK_SIZE_K"] == 128
+
+
+def test_quantized_keeps_tuned_k_on_volta(capability, tuned_k128):
+    capability(7, 0)
+    got = fm.try_get_optimal_moe_config(W1, W2, 2, "int8_w8a16", 1)
+    assert got["BLOCK_SIZE_K"] == 128
+
+
+def test_ampere_keeps_tuned_k(capability, tuned_k128):
+    capability(8, 0)
+    got = fm.try_get_optimal_moe_config(W1, W2, 2, None, 1)
+    assert got == TUNED
