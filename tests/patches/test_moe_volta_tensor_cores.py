@@ -215,7 +215,7 @@ def test_chunks_below_the_threshold_keep_triton(capability, monkeypatch):
         run(x, w1, w2, topk_w, topk_ids)
 
 
-@pytest.mark.parametrize("M", ["1", "64", "threshold-1"])
+@pytest.mark.parametrize("M", ["1", "32", "threshold-1"])
 def test_decode_sizes_keep_triton(capability, M):
     capability(7, 0)
     M = fm.VOLTA_MOE_TC_MIN_TOKENS - 1 if M == "threshold-1" else int(M)
