@@ -134,9 +134,12 @@ def main(argv=None) -> int:
     started = time.monotonic()
     env = environment(out, machine)
     from tests.support import tiny_models
+    jobs = [j for j in args.jobs.split(",") if j]
     for name in tiny_models.FAMILIES:
         tiny_models.make(name, out / "models")
-    jobs = [j for j in args.jobs.split(",") if j]
+    for name in tiny_models.QUANTIZED:
+        if name in jobs:
+            tiny_models.make_quantized(name, out / "models")
     procs = {job: _start(job, out, env) for job in jobs}
     while any(p.poll() is None for p in procs.values()):
         time.sleep(10)

@@ -5,12 +5,16 @@ every family runs ``eager`` and ``graph`` (CUDA graphs) on the base set.
 The Llama jobs add prefix caching, chunked prefill, a batch of 16 mixed
 lengths, preemption forced by a small KV cache, an 8300-token context and a
 33,000-token prompt prefilled in chunks.
+The 4-bit jobs (AWQ and compressed-tensors W4A16 checkpoints of the tiny
+Llama and Qwen2-MoE, tiny_models.QUANTIZED) run ``eager``, ``graph`` and
+the batch of 16 (its prompts are long enough to take the large-batch
+kernels), against transformers on the dequantized weights.
 """
 from __future__ import annotations
 
 import dataclasses
 
-from tests.support.tiny_models import FAMILIES
+from tests.support.tiny_models import FAMILIES, QUANTIZED
 
 BLOCKS = 2048  # KV cache blocks of 16 tokens when not constrained
 
@@ -60,3 +64,7 @@ JOBS: dict[str, tuple[str, tuple[Mode, ...]]] = {
     name: (name, (EAGER, GRAPH)) for name in FAMILIES}
 JOBS["llama-modes"] = ("llama", LLAMA_MODES)
 JOBS["llama-long"] = ("llama", LLAMA_LONG)
+
+BATCH16 = Mode("batch16", "batch", dict(enforce_eager=False, **_base()))
+for _name in QUANTIZED:
+    JOBS[_name] = (_name, (EAGER, GRAPH, BATCH16))

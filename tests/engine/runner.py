@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tests.engine import prompts, reference, rules
 from tests.engine.jobs import JOBS, Mode
-from tests.support.tiny_models import FAMILIES
+from tests.support.tiny_models import QUANTIZED, family_of, reference_dir
 
 
 def log(msg: str) -> None:
@@ -175,12 +175,17 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     family_name, modes = JOBS[args.job]
-    family = FAMILIES[family_name]
+    # A quantized model (tiny_models.QUANTIZED) runs as its family, with
+    # the reference on its dequantized weights.
+    family = family_of(family_name)
     model_dir = args.models / family_name
-    result = {"job": args.job, "family": family_name, "what": family.what,
+    ref_dir = reference_dir(args.models, family_name)
+    what = (QUANTIZED[family_name].what if family_name in QUANTIZED else
+            family.what)
+    result = {"job": args.job, "family": family_name, "what": what,
               "modes": {}}
     try:
-        refs = _references(family, model_dir, {m.prompts for m in modes})
+        refs = _references(family, ref_dir, {m.prompts for m in modes})
     except Exception as exc:  # noqa: BLE001 - recorded, then re-raised
         result["error"] = f"reference: {exc!r}"
         args.out.write_text(json.dumps(result, indent=1))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.engine import drive, jobs, prompts, record, rules
-from tests.support.tiny_models import FAMILIES
+from tests.support.tiny_models import FAMILIES, QUANTIZED, family_of
 
 SITE = Path(__file__).resolve().parents[1] / "support" / "volta_site"
 OPS = Path(__file__).resolve().parents[1] / "support" / "vllm_ops"
@@ -23,6 +23,20 @@ def test_every_family_runs_eager_and_graph():
         assert family == name
         assert {m.name: m.engine["enforce_eager"] for m in modes} == {
             "eager": True, "graph": False}
+
+
+def test_quantized_jobs_run_dense_and_moe_in_both_formats():
+    assert set(QUANTIZED) == {"llama-awq", "qwen2_moe-awq", "llama-w4a16",
+                              "qwen2_moe-w4a16"}
+    for name, spec in QUANTIZED.items():
+        model, modes = jobs.JOBS[name]
+        assert model == name and family_of(name).name == spec.family
+        assert [m.name for m in modes] == ["eager", "graph", "batch16"]
+        # batch16 takes the large-batch kernels (AWQ: dequantize + matmul)
+        assert max(map(len, prompts.token_set(modes[2].prompts))) > 256
+    assert {(q.family, q.scheme) for q in QUANTIZED.values()} == {
+        ("llama", "awq"), ("qwen2_moe", "awq"), ("llama", "w4a16"),
+        ("qwen2_moe", "w4a16")}
 
 
 def test_llama_modes_cover_the_issue():

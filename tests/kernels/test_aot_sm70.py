@@ -87,11 +87,12 @@ def _meta(*shape, dtype=None):
 
 
 def _launch_moe(fm, tl, *, M, E, N, K, top_k, quant=None, group=128,
-                stages=2):
+                stages=2, zero_points=False):
     """Run fused_experts_impl's two invoke_fused_moe_kernel calls (w13 and
     w2) for M tokens, on meta tensors; return the config the tree picked.
 
-    N is the per-rank intermediate size (w13 has 2N rows)."""
+    N is the per-rank intermediate size (w13 has 2N rows). zero_points:
+    the layer has moe_wna16 zero points (AWQ, asymmetric GPTQ)."""
     import torch
     int4 = quant == "int4_w4a16"
     int8 = quant == "int8_w8a16"
@@ -108,15 +109,22 @@ def _launch_moe(fm, tl, *, M, E, N, K, top_k, quant=None, group=128,
     expert_ids = _meta((padded + bm - 1) // bm, dtype=torch.int32)
     post_pad = _meta(1, dtype=torch.int32)
     weights = _meta(M, top_k, dtype=torch.float32)
+    # moe_wna16 zero points: [E, rows // pack, K // group] uint8 (int4) or
+    # [E, rows, K // group] int8 (int8).
+    zdtype = torch.uint8 if int4 else torch.int8
+    zp1 = _meta(E, 2 * N // pack, K // group, dtype=zdtype)
+    zp2 = _meta(E, K // pack, N // group, dtype=zdtype)
     gemms = [
-        # (A, B, C, B scale, mul_routed_weight, top_k)
+        # (A, B, C, B scale, B zero points, mul_routed_weight, top_k)
         (_meta(M, K), _meta(*w1, dtype=wdtype), _meta(M, top_k, 2 * N),
-         _meta(E, K // group, 2 * N) if quant else None, False, top_k),
+         _meta(E, K // group, 2 * N) if quant else None,
+         zp1 if zero_points else None, False, top_k),
         (_meta(M * top_k, N), _meta(*w2, dtype=wdtype), _meta(M, top_k, K),
-         _meta(E, N // group, K) if quant else None, True, 1),
+         _meta(E, N // group, K) if quant else None,
+         zp2 if zero_points else None, True, 1),
     ]
-    for a, b, c, b_scale, mul_routed, k in gemms[:stages]:
-        fm.invoke_fused_moe_kernel(a, b, c, None, b_scale, None, weights,
+    for a, b, c, b_scale, b_zp, mul_routed, k in gemms[:stages]:
+        fm.invoke_fused_moe_kernel(a, b, c, None, b_scale, b_zp, weights,
                                    sorted_ids, expert_ids, post_pad,
                                    mul_routed, k, config, tl.float16,
                                    use_fp8_w8a8=False,
@@ -378,3 +386,152 @@ def test_lora_punica(fm, stats, record_property, M):
         f"{c.name} {stats['kernels'][(c.name, c.kernel.hash)][0]} B "
         f"{stats['kernels'][(c.name, c.kernel.hash)][2]} B stack"
         for c in compiled))
+
+
+# --- AWQ -----------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class DenseModel:
+    name: str
+    hidden: int
+    intermediate: int  # 0: no dense MLP (every layer is MoE)
+    heads: int
+    kv_heads: int
+    head_dim: int = 128
+
+    def layers(self, tp: int) -> list[tuple[str, int, int]]:
+        """(name, K, N) of each quantized linear layer at tensor parallel
+        size tp: column-parallel layers split N, row-parallel ones K."""
+        qkv = (self.heads + 2 * self.kv_heads) * self.head_dim
+        out = [("qkv_proj", self.hidden, qkv // tp),
+               ("o_proj", self.heads * self.head_dim // tp, self.hidden)]
+        if self.intermediate:
+            out += [("gate_up_proj", self.hidden, 2 * self.intermediate // tp),
+                    ("down_proj", self.intermediate // tp, self.hidden)]
+        return out
+
+
+AWQ_MODELS = [
+    DenseModel("Qwen2.5-7B-AWQ", 3584, 18944, 28, 4),
+    # Attention layers; the experts run on moe_wna16 (test_awq_moe_wna16).
+    DenseModel("Qwen3-30B-A3B-AWQ", 2048, 0, 32, 4),
+    # Llama-3.1-8B's layer shapes in AWQ form. Its compressed-tensors W4A16
+    # form runs on the Exllama CUDA kernel on 7.0: no Triton kernel.
+    DenseModel("Llama-3.1-8B", 4096, 14336, 32, 8),
+]
+AWQ_TPS = [1, 2]
+# Around the provisional threshold (16 tokens) and up to 4096.
+AWQ_BATCHES = [1, 2, 8, 16, 17, 32, 64, 256, 1024, 4096]
+AWQ_CASES = [(m, tp) for m in AWQ_MODELS for tp in AWQ_TPS]
+AWQ_GROUP = 128
+
+
+@pytest.fixture(scope="module")
+def awq(fm):
+    return importlib.import_module(
+        "vllm.model_executor.layers.quantization.awq")
+
+
+def _launch_awq(awq, M, K, N):
+    """AWQLinearMethod.apply, as the tree runs it, on meta tensors."""
+    import torch
+    method = awq.AWQLinearMethod(awq.AWQConfig(4, AWQ_GROUP, True))
+    layer = torch.nn.Module()
+    layer.qweight = _meta(K, N // 8, dtype=torch.int32)
+    layer.qzeros = _meta(K // AWQ_GROUP, N // 8, dtype=torch.int32)
+    layer.scales = _meta(K // AWQ_GROUP, N)
+    out = method.apply(layer, _meta(M, K))
+    assert tuple(out.shape) == (M, N) and out.dtype == torch.float16
+
+
+def _awq_sweep(awq, stats, model, tp):
+    seen = {}
+    with _aot.capability(7, 0):
+        for M in AWQ_BATCHES:
+            for name, K, N in model.layers(tp):
+                _, compiled = _compile(lambda: _launch_awq(awq, M, K, N))
+                assert compiled, "no Triton launch was made"
+                _check(compiled, stats)
+                for c in compiled:
+                    if c.name == "awq_gemm_kernel":
+                        assert c.constexprs.get("DOT_FP32") is True
+                    shared = stats["kernels"][(c.name, c.kernel.hash)][0]
+                    key = (c.name, c.constexprs.get("BLOCK_SIZE_M"))
+                    entry = seen.setdefault(key, {"M": set(), "shared": 0})
+                    entry["M"].add(M)
+                    entry["shared"] = max(entry["shared"], shared)
+    return seen
+
+
+def _awq_summary(seen) -> str:
+    parts = []
+    for (name, bm), entry in sorted(seen.items(), key=str):
+        ms, shared = sorted(entry["M"]), entry["shared"]
+        tile = f" BLOCK_M {bm}" if bm else ""
+        parts.append(f"{name}{tile}: M {ms[0]}..{ms[-1]}, <= {shared} B")
+    return "; ".join(parts)
+
+
+@pytest.mark.parametrize("model,tp", AWQ_CASES,
+                         ids=[f"{m.name}-tp{tp}" for m, tp in AWQ_CASES])
+def test_awq_linear(awq, stats, record_property, model, tp):
+    """AWQ linear layers as the patched tree dispatches them on 7.0: the
+    fused awq_gemm_kernel (fp32 dot) up to AWQ_TRITON_GEMM_MAX_TOKENS
+    tokens, awq_dequantize_kernel (+ an fp16 matmul) above."""
+    record_property("ran_on", RAN_ON)
+    seen = _awq_sweep(awq, stats, model, tp)
+    limit = awq.AWQ_TRITON_GEMM_MAX_TOKENS
+    gemm_m = {m for (name, _), v in seen.items() if name == "awq_gemm_kernel"
+              for m in v["M"]}
+    dequant_m = {m for (name, _), v in seen.items()
+                 if name == "awq_dequantize_kernel" for m in v["M"]}
+    assert gemm_m == {m for m in AWQ_BATCHES if m <= limit}
+    assert dequant_m == {m for m in AWQ_BATCHES if m > limit}
+    record_property("forced_path", f"sm_70 AWQ, threshold {limit} tokens")
+    record_property("result", _awq_summary(seen))
+
+
+@pytest.mark.parametrize("model,tp", AWQ_CASES,
+                         ids=[f"{m.name}-tp{tp}" for m, tp in AWQ_CASES])
+def test_awq_gemm_at_every_batch(awq, stats, record_property, monkeypatch,
+                                 model, tp):
+    """The fused kernel at every M (VLLM_VOLTA_AWQ_GEMM_MAX_TOKENS=4096):
+    whatever threshold the V100 measurement sets, its tiles fit."""
+    record_property("ran_on", RAN_ON)
+    monkeypatch.setenv("VLLM_VOLTA_AWQ_GEMM_MAX_TOKENS", "4096")
+    seen = _awq_sweep(awq, stats, model, tp)
+    assert {name for name, _ in seen} == {"awq_gemm_kernel"}
+    record_property("forced_path", "sm_70 awq_gemm_kernel DOT_FP32, "
+                    "VLLM_VOLTA_AWQ_GEMM_MAX_TOKENS=4096")
+    record_property("result", _awq_summary(seen))
+
+
+@pytest.mark.parametrize("tp", AWQ_TPS)
+def test_awq_moe_wna16(fm, tl, stats, record_property, monkeypatch, tp):
+    """Qwen3-30B-A3B-AWQ's experts: AWQ MoE layers take moe_wna16 on 7.0,
+    int4 with zero points (AWQ's)."""
+    from vllm import _custom_ops as ops
+    record_property("ran_on", RAN_ON)
+    cuda_calls = []
+    monkeypatch.setattr(ops, "moe_wna16_gemm",
+                        lambda *a, **k: cuda_calls.append(1), raising=False)
+    model = MoEModel("Qwen3-30B-A3B-AWQ", 2048, 768, 128, 8)
+    N = model.intermediate // tp
+    group = _wna16_group(N, model.hidden, AWQ_GROUP)
+    worst = 0
+    with _aot.capability(7, 0):
+        for M in BATCHES:
+            _, compiled = _compile(lambda: _launch_moe(
+                fm, tl, M=M, E=model.experts, N=N, K=model.hidden,
+                top_k=model.top_k, quant="int4_w4a16", group=group,
+                zero_points=True))
+            assert all(c.name == "fused_moe_kernel_gptq_awq"
+                       for c in compiled)
+            assert all(c.constexprs.get("dot_fp32") and
+                       c.constexprs.get("has_zp") for c in compiled)
+            worst = max(worst, _check(compiled, stats)[0])
+    record_property(
+        "forced_path", f"sm_70 gptq_awq fp32-dot int4 with zero points, "
+        f"group {group}; {len(cuda_calls)} launches to CUDA moe_wna16_gemm")
+    record_property("result", f"max shared {worst} B, no spill")

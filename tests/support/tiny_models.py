@@ -257,3 +257,110 @@ def make(name: str, root: Path) -> Path:
             "dtype": family.dtype, "max_model_len": family.max_model_len}
     (directory / "vllm_volta_tiny.json").write_text(json.dumps(meta))
     return directory
+
+
+# --- 4-bit checkpoints ---------------------------------------------------------
+
+GROUP_SIZE = 128
+
+
+@dataclasses.dataclass(frozen=True)
+class Quantized:
+    """A family's tiny model written as a 4-bit checkpoint (quant_pack.py).
+
+    ``make_quantized`` writes two directories: ``<name>``, the checkpoint
+    vLLM loads (AWQ or compressed-tensors pack-quantized), and
+    ``<name>-reference``, the plain family with the dequantized weights in
+    fp16, which transformers loads as the reference."""
+    name: str
+    family: str
+    scheme: str                    # "awq" | "w4a16" (quant_pack.SCHEMES)
+    what: str
+
+
+QUANTIZED = {q.name: q for q in (
+    Quantized("llama-awq", "llama", "awq",
+              "AWQ int4 g128 with zero points: the Triton AWQ kernels"),
+    Quantized("qwen2_moe-awq", "qwen2_moe", "awq",
+              "AWQ int4 g128, experts on the moe_wna16 kernels"),
+    Quantized("llama-w4a16", "llama", "w4a16",
+              "compressed-tensors W4A16 g128 symmetric: the Exllama kernel"),
+    Quantized("qwen2_moe-w4a16", "qwen2_moe", "w4a16",
+              "compressed-tensors W4A16 g128, experts on the moe_wna16 "
+              "kernels"),
+)}
+
+# The linear layers the checkpoints quantize: vLLM builds these with the
+# checkpoint's quantization method. The router (`mlp.gate`), Qwen2-MoE's
+# `shared_expert_gate`, the embeddings and the output head stay fp16.
+_QUANTIZED_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                     "up_proj", "down_proj")
+
+
+def quantized_module(key: str) -> bool:
+    """Whether tensor ``key`` of a family's checkpoint is a quantized
+    linear weight."""
+    parts = key.split(".")
+    return (key.startswith("model.layers.") and parts[-1] == "weight"
+            and len(parts) > 2 and parts[-2] in _QUANTIZED_LINEAR)
+
+
+def family_of(name: str) -> Family:
+    """The family of a plain or quantized model name."""
+    return FAMILIES[QUANTIZED[name].family if name in QUANTIZED else name]
+
+
+def reference_dir(root: Path, name: str) -> Path:
+    """Where the transformers reference of model ``name`` lives."""
+    root = Path(root)
+    return root / f"{name}-reference" if name in QUANTIZED else root / name
+
+
+def make_quantized(name: str, root: Path) -> Path:
+    """Write quantized model ``name`` (QUANTIZED) and its dequantized
+    reference under ``root`` from the family's seeded weights; return the
+    checkpoint's directory. An existing directory is kept."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from . import quant_pack
+
+    spec = QUANTIZED[name]
+    root = Path(root)
+    directory = root / name
+    reference = reference_dir(root, name)
+    if (directory / "config.json").is_file() and \
+            (reference / "config.json").is_file():
+        return directory
+    base = make(spec.family, root)
+    tensors = load_file(base / "model.safetensors")
+    packed, dequantized = {}, {}
+    for key in sorted(tensors):
+        tensor = tensors[key]
+        if not quantized_module(key):
+            packed[key] = dequantized[key] = tensor
+            continue
+        parts, weight = quant_pack.quantize(spec.scheme, tensor, GROUP_SIZE)
+        module = key[:-len(".weight")]
+        for suffix, value in parts.items():
+            packed[f"{module}.{suffix}"] = value.contiguous()
+        dequantized[key] = weight.to(tensor.dtype).contiguous()
+    _, _, make_config = quant_pack.SCHEMES[spec.scheme]
+    for target, weights in ((directory, packed), (reference, dequantized)):
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(base, target)
+        save_file(weights, target / "model.safetensors",
+                  metadata={"format": "pt"})
+    config = json.loads((directory / "config.json").read_text())
+    config["quantization_config"] = make_config(GROUP_SIZE)
+    (directory / "config.json").write_text(json.dumps(config, indent=2))
+    for target, what in ((directory, spec.what),
+                         (reference, f"dequantized reference of {name}")):
+        meta = json.loads((target / "vllm_volta_tiny.json").read_text())
+        meta.update({"what": what, "quantized": name,
+                     "scheme": spec.scheme, "group_size": GROUP_SIZE})
+        (target / "vllm_volta_tiny.json").write_text(json.dumps(meta))
+    return directory

@@ -8,7 +8,8 @@ a new entry appears and at exit):
   ``namespace.name``. Calls replayed from a CUDA graph run no Python and
   are counted once, at capture;
 - ``triton``: ``JITFunction.run`` launches by kernel name, with the
-  ``dot_fp32``, ``num_warps`` and ``num_stages`` arguments where given;
+  ``dot_fp32`` / ``DOT_FP32``, ``num_warps`` and ``num_stages`` arguments
+  where given;
   inductor-generated kernels (``inductor:<name>``);
 - ``attention_backends``: what ``vllm.attention.selector.get_attn_backend``
   returned;
@@ -88,8 +89,9 @@ def _wrap_triton() -> None:
     real = JITFunction.run
 
     def run(self, *args, **kwargs):
-        extra = [f"{k}={kwargs[k]}" for k in ("dot_fp32", "num_warps",
-                                               "num_stages") if k in kwargs]
+        extra = [f"{k}={kwargs[k]}" for k in ("dot_fp32", "DOT_FP32",
+                                               "num_warps", "num_stages")
+                 if k in kwargs]
         name = getattr(getattr(self, "fn", None), "__name__", "?")
         _note("triton", name + (f" ({', '.join(extra)})" if extra else ""))
         return real(self, *args, **kwargs)

@@ -1,0 +1,245 @@
+"""The 4-bit packing of tests/support/quant_pack.py against vLLM's own
+unpacking, and the quantized tiny checkpoints (tiny_models.QUANTIZED), on
+the CPU.
+
+vLLM's side comes from the tree under test (VLLM_VOLTA_TREE, default
+upstream/): AutoAWQ's column order as vLLM's awq_pack writes it, the
+arithmetic of awq_triton's dequantize kernel redone in torch, moe_wna16's
+AWQ converter, and for compressed-tensors vLLM's
+unpack_quantized_values_into_int32 with the uint4b8 type the W4A16 scheme
+gives the checkpoint, and the compressed-tensors library's own unpacker.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("safetensors")
+
+from tests.support import quant_pack, tiny_models  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def vllm_tree():
+    tree = Path(os.environ.get("VLLM_VOLTA_TREE") or ROOT / "upstream")
+    if not tree.is_absolute():
+        tree = (ROOT / tree).resolve()
+    if not (tree / "vllm" / "__init__.py").is_file():
+        pytest.skip(f"no vLLM tree at {tree} (nox -s apply)")
+    if str(tree) not in sys.path:
+        sys.path.insert(0, str(tree))
+    sys.modules.setdefault("vllm._C", types.ModuleType("vllm._C"))
+    return tree
+
+
+def weight(out, inp, seed=0):
+    return torch.randn(out, inp, generator=torch.Generator().manual_seed(seed)) * 0.05
+
+
+def test_awq_packing_matches_vllm_awq_pack(vllm_tree):
+    from vllm.model_executor.layers.quantization.utils.quant_utils import (
+        awq_pack)
+    w = weight(96, 256)
+    tensors = quant_pack.awq_quantize(w, 64)
+    q, zeros = quant_pack.awq_unpack(tensors)
+    assert tensors["qweight"].dtype == tensors["qzeros"].dtype == torch.int32
+    assert tuple(tensors["qweight"].shape) == (256, 96 // 8)
+    assert tuple(tensors["qzeros"].shape) == (256 // 64, 96 // 8)
+    assert tuple(tensors["scales"].shape) == (256 // 64, 96)
+    assert tensors["scales"].dtype == torch.float16
+    assert torch.equal(tensors["qweight"],
+                       awq_pack(q.to(torch.int32), 4, 256, 96))
+    assert torch.equal(tensors["qzeros"],
+                       awq_pack(zeros.to(torch.int32), 4, 256 // 64, 96))
+
+
+def test_awq_dequantize_matches_the_triton_kernel_math(vllm_tree):
+    """awq_dequantize_kernel: nibble shifts from the reverse AWQ order
+    [0, 4, 1, 5, 2, 6, 3, 7] * 4, (q - z) * s per group of rows."""
+    w = weight(64, 256, seed=1)
+    tensors = quant_pack.awq_quantize(w, 128)
+    reverse = torch.tensor([0, 4, 1, 5, 2, 6, 3, 7]) * 4
+
+    def unpack(x):
+        x = x.to(torch.int64) & 0xFFFFFFFF
+        return ((x[..., None] >> reverse) & 0xF).reshape(x.shape[0], -1)
+
+    q = unpack(tensors["qweight"])
+    z = unpack(tensors["qzeros"]).repeat_interleave(128, 0)
+    s = tensors["scales"].repeat_interleave(128, 0)
+    kernel = ((q - z).half() * s).T  # the kernel computes in fp16
+    ours = quant_pack.awq_dequantize(tensors)
+    assert torch.equal(kernel, ours.half())
+    # 4-bit asymmetric: within half a step of the original.
+    step = tensors["scales"].float().repeat_interleave(128, 0).T
+    assert ((ours - w).abs() <= step / 2 + 1e-6).all()
+
+
+def test_awq_matches_moe_wna16_converter(vllm_tree, monkeypatch):
+    """moe_wna16's AWQ converter turns qweight into [out, in / 2] bytes,
+    low nibble first: the same 4-bit values."""
+    from vllm.model_executor.layers.quantization import moe_wna16
+    tensors = quant_pack.awq_quantize(weight(64, 128, seed=2), 128)
+    q, _ = quant_pack.awq_unpack(tensors)
+    layer = types.SimpleNamespace(
+        quant_config=types.SimpleNamespace(has_zp=True,
+                                           linear_quant_method="awq",
+                                           weight_bits=4),
+        intermediate_size_per_partition=64, group_size_div_factor=1,
+        tp_size=1)
+    got = {}
+
+    def inner(param, loaded_weight, weight_name, shard_id, expert_id):
+        got["w"] = loaded_weight
+
+    monkeypatch.setattr(moe_wna16, "get_tp_group",
+                        lambda: types.SimpleNamespace(device="cpu"))
+    monkeypatch.setattr(moe_wna16, "get_tensor_model_parallel_rank",
+                        lambda: 0)
+    loader = moe_wna16.MoeWNA16Method.get_weight_loader(layer, inner)
+    loader(None, tensors["qweight"], "w2_qweight", "w2", 0)
+    b = got["w"].to(torch.int64)
+    assert torch.equal(torch.stack([b & 0xF, b >> 4], -1).reshape(64, 128),
+                       q.T)
+
+
+def test_compressed_tensors_packing_matches_vllm_unpack(vllm_tree):
+    from vllm.model_executor.layers.quantization.utils.quant_utils import (
+        unpack_quantized_values_into_int32)
+    from vllm.scalar_type import scalar_types
+    w = weight(48, 256, seed=3)
+    tensors = quant_pack.ct_quantize(w, 128)
+    assert tensors["weight_packed"].dtype == torch.int32
+    assert tuple(tensors["weight_packed"].shape) == (48, 256 // 8)
+    assert tuple(tensors["weight_scale"].shape) == (48, 256 // 128)
+    assert tensors["weight_shape"].tolist() == [48, 256]
+    stored = unpack_quantized_values_into_int32(tensors["weight_packed"],
+                                                scalar_types.uint4b8,
+                                                packed_dim=1)
+    q = stored.to(torch.int64) - scalar_types.uint4b8.bias
+    assert torch.equal(q, quant_pack.ct_unpack(tensors))
+    assert q.min() >= -8 and q.max() <= 7
+    ours = quant_pack.ct_dequantize(tensors)
+    step = tensors["weight_scale"].float().repeat_interleave(128, 1)
+    assert ((ours - w).abs() <= step / 2 + 1e-6).all()
+
+
+def test_compressed_tensors_packing_matches_the_library():
+    ct = pytest.importorskip("compressed_tensors.compressors.quantized_compressors.pack_quantized")
+    tensors = quant_pack.ct_quantize(weight(32, 128, seed=4), 64)
+    q = ct.unpack_from_int32(tensors["weight_packed"], 4,
+                             torch.Size([32, 128]))
+    assert torch.equal(q.to(torch.int64), quant_pack.ct_unpack(tensors))
+
+
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory):
+    pytest.importorskip("transformers")
+    root = tmp_path_factory.mktemp("tinyq")
+    for name in tiny_models.QUANTIZED:
+        tiny_models.make_quantized(name, root)
+    return root
+
+
+def test_quantized_checkpoints_and_their_references(quantized):
+    from safetensors.torch import load_file
+    for name, spec in tiny_models.QUANTIZED.items():
+        config = json.loads((quantized / name / "config.json").read_text())
+        qc = config["quantization_config"]
+        reference = tiny_models.reference_dir(quantized, name)
+        ref_config = json.loads((reference / "config.json").read_text())
+        assert "quantization_config" not in ref_config
+        assert ref_config["architectures"] == config["architectures"]
+        packed = load_file(quantized / name / "model.safetensors")
+        ref = load_file(reference / "model.safetensors")
+        if spec.scheme == "awq":
+            assert qc["quant_method"] == "awq" and qc["zero_point"]
+            suffixes = ("qweight", "qzeros", "scales")
+            dequantize = quant_pack.awq_dequantize
+        else:
+            assert qc["quant_method"] == "compressed-tensors"
+            assert qc["format"] == "pack-quantized"
+            group = qc["config_groups"]["group_0"]["weights"]
+            assert (group["num_bits"], group["strategy"]) == (4, "group")
+            suffixes = ("weight_packed", "weight_scale", "weight_shape")
+            dequantize = quant_pack.ct_dequantize
+        modules = [k[:-len(".weight")] for k in ref
+                   if tiny_models.quantized_module(k)]
+        assert any(".self_attn.q_proj" in m for m in modules)
+        if spec.family == "qwen2_moe":
+            assert any(".mlp.experts.7.down_proj" in m for m in modules)
+            assert "model.layers.0.mlp.gate.weight" in packed  # router: fp16
+        for module in modules:
+            parts = {s: packed[f"{module}.{s}"] for s in suffixes}
+            assert f"{module}.weight" not in packed
+            assert torch.equal(dequantize(parts).half(),
+                               ref[f"{module}.weight"]), module
+        assert torch.equal(packed["lm_head.weight"], ref["lm_head.weight"])
+
+
+def test_reference_of_a_quantized_model_loads_in_transformers(quantized):
+    from tests.engine import prompts, reference
+    model = reference.load(tiny_models.reference_dir(quantized,
+                                                     "qwen2_moe-awq"),
+                           "generate")
+    out = reference.greedy(model, prompts.token_set("base")[1], 4)
+    assert len(out.tokens) == 4
+
+
+def test_vllm_reads_both_quantization_configs(vllm_tree):
+    from vllm.model_executor.layers.quantization.awq import AWQConfig
+    from vllm.model_executor.layers.quantization.compressed_tensors.compressed_tensors import (  # noqa: E501
+        CompressedTensorsConfig)
+    awq = AWQConfig.from_config(quant_pack.awq_config(128))
+    assert (awq.weight_bits, awq.group_size, awq.zero_point) == (4, 128, True)
+    ct = CompressedTensorsConfig.from_config(quant_pack.ct_config(128))
+    weights = ct.target_scheme_map["Linear"]["weights"]
+    assert (weights.num_bits, weights.group_size, weights.symmetric,
+            getattr(weights.strategy, "value", weights.strategy)) == (
+                4, 128, True, "group")
+    assert ct.quant_format == "pack-quantized" and ct.ignore == ["lm_head"]
+    assert ct._is_wNa16_group_channel(weights, None)
+
+
+def test_quantized_checkpoints_load_in_vllm_on_volta(vllm_tree, quantized):
+    """vLLM (capability faked to 7.0, CPU, no kernel run) builds each tiny
+    4-bit model with the methods the patches give it and loads every
+    tensor; the loaded tensors dequantize to the reference's weights."""
+    import subprocess
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.engine.quant_load", "--models",
+         str(quantized), "--tree", str(vllm_tree), *tiny_models.QUANTIZED],
+        cwd=ROOT, capture_output=True, text=True, timeout=900)
+    results = {r["name"]: r for r in (
+        json.loads(line[len("RESULT "):])
+        for line in proc.stdout.splitlines() if line.startswith("RESULT "))}
+    assert proc.returncode == 0 and len(results) == 4, proc.stderr[-3000:]
+    expect = {
+        "llama-awq": ({"AWQLinearMethod"}, None),
+        "qwen2_moe-awq": ({"AWQLinearMethod", "MoeWNA16Method"},
+                          "w13_qzeros"),
+        "llama-w4a16": ({"CompressedTensorsLinearMethod"}, None),
+        "qwen2_moe-w4a16": ({"CompressedTensorsLinearMethod",
+                             "CompressedTensorsWNA16MoEMethod"},
+                            "w13_weight_packed"),
+    }
+    for name, (methods, expert_param) in expect.items():
+        r = results[name]
+        assert methods <= set(r["methods"]), r
+        assert r["dtype"] == "torch.float16" and r["dequantized_equal"], r
+        # The attention's KV-cache scales keep their defaults (no
+        # kv_cache_scheme) and the WNA16 MoE method's act-order tensors
+        # stay unused (no actorder); everything else loaded.
+        assert not [p for p in r["unloaded"]
+                    if not (".attn." in p and p.endswith("_scale"))
+                    and "g_idx" not in p], r
+        if expert_param:
+            assert expert_param in r["experts"], r
