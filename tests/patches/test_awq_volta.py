@@ -147,6 +147,9 @@ def test_awq_checkpoint_builds_on_volta(gpu, tmp_path):
 
 def test_awq_small_batch_runs_the_fused_gemm_with_fp32_dot(
         gpu, tmp_path, monkeypatch):
+    # The measured default (0) never takes the fused kernel; an operator's
+    # VLLM_VOLTA_AWQ_GEMM_MAX_TOKENS does, with fp32 dot operands.
+    monkeypatch.setenv("VLLM_VOLTA_AWQ_GEMM_MAX_TOKENS", "16")
     gpu(7, V100)
     _, quant_config = awq_model(tmp_path)
     method, layer, _ = awq_linear(quant_config)
