@@ -131,6 +131,21 @@ def engine_host(session: nox.Session) -> None:
                 external=True)
 
 
+@nox.session(venv_backend="none")
+def bench(session: nox.Session) -> None:
+    """On a GPU host (a V100: natively): the prefill, MoE, AWQ and engine benchmarks into bench-run/."""
+    python = os.environ.get("VLLM_VOLTA_PYTHON", "python3")
+    tree = session.run(python, "-c", "import os, vllm; print(os.path.dirname(os.path.dirname(vllm.__file__)))",
+                       external=True, silent=True).strip()
+    env = {"VLLM_VOLTA_TREE": tree}
+    os.makedirs("bench-run", exist_ok=True)
+    for script, *args in (("bench_prefill.py",), ("bench_moe.py",), ("bench_awq.py",),
+                          ("bench_engine.py", "--out", "bench-run/engine", "--moe")):
+        name = script.removeprefix("bench_").removesuffix(".py")
+        session.run(python, f"benchmarks/{script}", *args, "--markdown", f"bench-run/{name}.md",
+                    external=True, env=env)
+
+
 @nox.session
 def publish(session: nox.Session) -> None:
     """Upload dist/ (the +volta wheel and the vllm-volta meta wheel) to the private index."""
