@@ -59,3 +59,30 @@ def cuda_log():
     yield records
     log.removeHandler(handler)
     forget()
+
+
+@pytest.fixture
+def gpu(monkeypatch):
+    """gpu(major, name): vLLM sees one CUDA GPU of capability (major, 0)."""
+    from .moe_quant import use_gpu
+    return lambda major, name: use_gpu(monkeypatch, major, name)
+
+
+@pytest.fixture
+def capability(monkeypatch):
+    """capability(major, minor): vLLM's current_platform is a CUDA device of
+    that compute capability (named "GPU")."""
+    import vllm.platforms
+    from vllm.platforms.interface import DeviceCapability, PlatformEnum
+
+    platform_cls = type(vllm.platforms.current_platform)
+
+    def set_capability(major: int, minor: int) -> None:
+        cap = DeviceCapability(major, minor)
+        monkeypatch.setattr(platform_cls, "_enum", PlatformEnum.CUDA)
+        monkeypatch.setattr(platform_cls, "get_device_capability",
+                            classmethod(lambda cls, device_id=0: cap))
+        monkeypatch.setattr(platform_cls, "get_device_name",
+                            classmethod(lambda cls, device_id=0: "GPU"))
+
+    return set_capability

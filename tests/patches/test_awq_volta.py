@@ -24,7 +24,7 @@ import torch
 from .fakes import LaunchRecorder
 from .moe_quant import (A100, EXPERTS, HIDDEN, MOE_INTERMEDIATE, V100,
                         fused_moe, quant_config_of, tiny_qwen3_moe,
-                        tree_on_pythonpath, use_gpu)
+                        tree_on_pythonpath)
 
 import vllm.config  # noqa: E402,I001
 import vllm.model_executor.layers.quantization.awq as awq  # noqa: E402
@@ -35,12 +35,6 @@ AWQ = {"quant_method": "awq", "bits": 4, "group_size": 128,
        "zero_point": True, "version": "gemm"}
 # AutoAWQ packs eight output columns per int32 in this order.
 AWQ_ORDER = [0, 2, 4, 6, 1, 3, 5, 7]
-
-
-@pytest.fixture
-def gpu(monkeypatch):
-    """gpu(major, name): vLLM sees one CUDA GPU of capability (major, 0)."""
-    return lambda major, name: use_gpu(monkeypatch, major, name)
 
 
 @pytest.fixture(autouse=True)

@@ -17,17 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from .moe_quant import (V100, fused_moe, tiny_qwen3_moe, tree_on_pythonpath,
-                        use_gpu)
+from .moe_quant import (V100, fused_moe, tiny_qwen3_moe, tree_on_pythonpath)
 
 import vllm.config  # noqa: E402,I001
 import vllm.model_executor.model_loader.weight_utils as weight_utils  # noqa: E402
-
-
-@pytest.fixture
-def gpu(monkeypatch):
-    """gpu(major, name): vLLM sees one CUDA GPU of capability (major, 0)."""
-    return lambda major, name: use_gpu(monkeypatch, major, name)
 
 
 @pytest.fixture(autouse=True)

@@ -17,7 +17,7 @@ import torch
 
 from .moe_quant import (A100, EXPERTS, HIDDEN, MOE_INTERMEDIATE, PREFIX,
                         V100, fused_moe, quant_config_of, tiny_qwen3_moe,
-                        tree_on_pythonpath, use_gpu)
+                        tree_on_pythonpath)
 
 import vllm.config  # noqa: E402,I001
 import vllm.model_executor.layers.quantization.compressed_tensors.compressed_tensors  # noqa: E402,F401,E501
@@ -48,12 +48,6 @@ def w4a16(num_bits=4, symmetric=True, strategy="group", group_size=128,
         "ignore": ["lm_head"],
         "kv_cache_scheme": None,
     }
-
-
-@pytest.fixture
-def gpu(monkeypatch):
-    """gpu(major, name): vLLM sees one CUDA GPU of capability (major, 0)."""
-    return lambda major, name: use_gpu(monkeypatch, major, name)
 
 
 @pytest.fixture(autouse=True)

@@ -24,15 +24,9 @@ import torch
 
 from .moe_quant import (A100, EXPERTS, HIDDEN, MOE_INTERMEDIATE, PREFIX,
                         V100, fused_moe, quant_config_of, tiny_qwen3_moe,
-                        tree_on_pythonpath, use_gpu)
+                        tree_on_pythonpath)
 
 import vllm.model_executor.layers.quantization.moe_wna16 as moe_wna16  # noqa: E402,I001
-
-
-@pytest.fixture
-def gpu(monkeypatch):
-    """gpu(major, name): vLLM sees one CUDA GPU of capability (major, 0)."""
-    return lambda major, name: use_gpu(monkeypatch, major, name)
 
 
 @pytest.fixture(autouse=True)

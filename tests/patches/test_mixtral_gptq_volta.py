@@ -21,18 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from .moe_quant import (A100, V100, fused_moe, tree_on_pythonpath,
-                        use_gpu)
+from .moe_quant import (A100, V100, fused_moe, tree_on_pythonpath)
 
 import vllm.config  # noqa: E402,I001
 import vllm.model_executor.model_loader.utils as loader_utils  # noqa: E402
 import vllm.model_executor.model_loader.weight_utils as weight_utils  # noqa: E402
-
-
-@pytest.fixture
-def gpu(monkeypatch):
-    """gpu(major, name): vLLM sees one CUDA GPU of capability (major, 0)."""
-    return lambda major, name: use_gpu(monkeypatch, major, name)
 
 
 @pytest.fixture(autouse=True)

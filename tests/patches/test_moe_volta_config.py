@@ -37,25 +37,6 @@ def _import_tree():
 fm = _import_tree()
 
 
-@pytest.fixture
-def capability(monkeypatch):
-    """capability(major, minor): make current_platform a CUDA device of
-    that compute capability."""
-    from vllm.platforms.interface import DeviceCapability, PlatformEnum
-
-    platform_cls = type(fm.current_platform)
-
-    def set_capability(major: int, minor: int) -> None:
-        cap = DeviceCapability(major, minor)
-        monkeypatch.setattr(platform_cls, "_enum", PlatformEnum.CUDA)
-        monkeypatch.setattr(platform_cls, "get_device_capability",
-                            classmethod(lambda cls, device_id=0: cap))
-        monkeypatch.setattr(platform_cls, "get_device_name",
-                            classmethod(lambda cls, device_id=0: "GPU"))
-
-    return set_capability
-
-
 def fp32_dot_shared(config: dict) -> int:
     # A and B tiles in fp32 plus an fp32 output tile: an upper bound of
     # what the kernels take on sm_70 (the AOT kernel test measures it).

@@ -22,23 +22,6 @@ W1, W2 = (8, 2 * 3584, 4096), (8, 4096, 3584)  # Mixtral-8x7B at TP 4
 
 
 @pytest.fixture
-def capability(monkeypatch):
-    from vllm.platforms.interface import DeviceCapability, PlatformEnum
-
-    platform_cls = type(fm.current_platform)
-
-    def set_capability(major: int, minor: int) -> None:
-        cap = DeviceCapability(major, minor)
-        monkeypatch.setattr(platform_cls, "_enum", PlatformEnum.CUDA)
-        monkeypatch.setattr(platform_cls, "get_device_capability",
-                            classmethod(lambda cls, device_id=0: cap))
-        monkeypatch.setattr(platform_cls, "get_device_name",
-                            classmethod(lambda cls, device_id=0: "GPU"))
-
-    return set_capability
-
-
-@pytest.fixture
 def tuned_k128(monkeypatch):
     monkeypatch.setattr(fm, "get_moe_configs",
                         lambda *args: {1: dict(TUNED), 1024: dict(TUNED)})

@@ -44,13 +44,9 @@ def cpu_ops():
 
 
 @pytest.fixture
-def capability(monkeypatch):
-    """capability(major, minor): current_platform is a CUDA device of that
-    compute capability; the Triton entry points raise TritonPathTaken."""
-    from vllm.platforms.interface import DeviceCapability, PlatformEnum
-
-    platform_cls = type(fm.current_platform)
-
+def capability(capability, monkeypatch):
+    """The conftest's capability(major, minor), with the Triton entry
+    points raising TritonPathTaken."""
     def triton_path(*args, **kwargs):
         raise TritonPathTaken
 
@@ -62,15 +58,7 @@ def capability(monkeypatch):
         monkeypatch.setattr(fm, "tl", types.SimpleNamespace(
             float16="fp16", bfloat16="bf16", float32="fp32"))
 
-    def set_capability(major: int, minor: int) -> None:
-        cap = DeviceCapability(major, minor)
-        monkeypatch.setattr(platform_cls, "_enum", PlatformEnum.CUDA)
-        monkeypatch.setattr(platform_cls, "get_device_capability",
-                            classmethod(lambda cls, device_id=0: cap))
-        monkeypatch.setattr(platform_cls, "get_device_name",
-                            classmethod(lambda cls, device_id=0: "GPU"))
-
-    return set_capability
+    return capability
 
 
 def inputs(M, E, top_k, seed=0, skewed=False):
