@@ -195,8 +195,9 @@ def test_awq_threshold_env_override(gpu, tmp_path, monkeypatch):
     assert gemm.calls[-1]["BLOCK_SIZE_M"] == 32
 
 
-def test_awq_gemm_partial_sums_in_fp32_on_volta(gpu, monkeypatch):
-    gpu(7, V100)
+def _record_gemm_launch(monkeypatch) -> dict:
+    """awq_gemm_kernel launches record the output buffer's dtype and the
+    launch's keyword arguments into the returned dict (nothing runs)."""
     seen = {}
 
     class Recorder(LaunchRecorder):
@@ -207,11 +208,22 @@ def test_awq_gemm_partial_sums_in_fp32_on_volta(gpu, monkeypatch):
             return launch
 
     monkeypatch.setattr(awq_triton, "awq_gemm_kernel", Recorder())
-    out = awq_triton.awq_gemm_triton(
+    return seen
+
+
+def _small_gemm():
+    """awq_gemm_triton on 2 tokens, 256 inputs, 512 outputs, split-K 8."""
+    return awq_triton.awq_gemm_triton(
         torch.zeros(2, 256, dtype=torch.float16),
         torch.zeros(256, 64, dtype=torch.int32),
         torch.zeros(2, 512, dtype=torch.float16),
         torch.zeros(2, 64, dtype=torch.int32), 8)
+
+
+def test_awq_gemm_partial_sums_in_fp32_on_volta(gpu, monkeypatch):
+    gpu(7, V100)
+    seen = _record_gemm_launch(monkeypatch)
+    out = _small_gemm()
     assert seen["c"] == torch.float32 and seen["DOT_FP32"] is True
     assert out.dtype == torch.float16
 
@@ -242,20 +254,8 @@ def test_awq_gemm_unchanged_on_ampere(gpu, monkeypatch):
     """Upstream behaviour: on 8.0 the kernel keeps fp16 operands and fp16
     partial sums (the flag is only passed where it is needed)."""
     gpu(8, A100)
-    seen = {}
-
-    class Recorder(LaunchRecorder):
-        def __getitem__(self, grid):
-            def launch(a, b, c, *args, **kwargs):
-                seen["c"] = c.dtype
-                seen.update(kwargs)
-            return launch
-
-    monkeypatch.setattr(awq_triton, "awq_gemm_kernel", Recorder())
-    awq_triton.awq_gemm_triton(torch.zeros(2, 256, dtype=torch.float16),
-                               torch.zeros(256, 64, dtype=torch.int32),
-                               torch.zeros(2, 512, dtype=torch.float16),
-                               torch.zeros(2, 64, dtype=torch.int32), 8)
+    seen = _record_gemm_launch(monkeypatch)
+    _small_gemm()
     assert seen["c"] == torch.float16 and not seen.get("DOT_FP32")
 
 
