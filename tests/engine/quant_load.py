@@ -10,7 +10,8 @@ builds the model class vLLM picks with the quant config vLLM picks, loads
 every tensor with the model's own load_weights, and prints one JSON line:
 the quant methods the layers got, the parameters of one expert layer, and
 whether the loaded tensors dequantize (tests/support/quant_pack.py) to the
-reference's weights. Nothing runs a kernel: vllm._C is stubbed.
+reference's weights (for GPTQ, one expert of the moe_wna16 layout too).
+Nothing runs a kernel: vllm._C is stubbed.
 """
 from __future__ import annotations
 
@@ -39,6 +40,9 @@ def _setup(tree: Path) -> None:
     import vllm.model_executor.layers.quantization.compressed_tensors.compressed_tensors  # noqa: F401,E501
     import vllm.model_executor.layers.quantization.compressed_tensors.compressed_tensors_moe  # noqa: F401,E501
     import vllm.model_executor.layers.quantization.compressed_tensors.schemes.compressed_tensors_wNa16  # noqa: F401,E501
+    import vllm.model_executor.layers.quantization.gptq  # noqa: F401
+    import vllm.model_executor.layers.quantization.gptq_marlin  # noqa: F401
+    import vllm.model_executor.layers.quantization.utils.marlin_utils  # noqa: F401,E501
     import vllm.model_executor.layers.quantization.moe_wna16 as moe_wna16
     sys.path.insert(0, str(ROOT / "tests"))
     from patches.fakes import fake_cuda
@@ -48,6 +52,8 @@ def _setup(tree: Path) -> None:
     for module in list(sys.modules.values()):
         if getattr(module, "current_platform", None) is original:
             module.current_platform = platform
+    # GPTQ's override checks (gptq_bitblas) ask torch for the capability.
+    torch.cuda.get_device_capability = lambda device=None: (7, 0)
     # No CUDA op is run: SiluAndMul only looks its op up; the experts'
     # loader stages tensors on the TP group's device.
     activation.SiluAndMul.__init__ = \
@@ -90,26 +96,59 @@ def check(name: str, models: Path) -> dict:
                     "model.safetensors")
     params = dict(model.named_parameters())
     attn = "model.layers.0.self_attn"
-    if spec.scheme == "awq":
+    if spec.scheme in ("awq", "gptq"):
         qkv = {k: params[f"{attn}.qkv_proj.{k}"].data
                for k in ("qweight", "qzeros", "scales")}
-        weight = quant_pack.awq_dequantize(qkv).half()
+        dequantize = (quant_pack.awq_dequantize if spec.scheme == "awq"
+                      else quant_pack.gptq_dequantize)
+        weight = dequantize(qkv).half()
         expect = torch.cat([ref[f"{attn}.{p}_proj.weight"] for p in "qkv"])
     else:
         o_proj = {k: params[f"{attn}.o_proj.{k}"].data
                   for k in ("weight_packed", "weight_scale")}
         weight = quant_pack.ct_dequantize(o_proj).half()
         expect = ref[f"{attn}.o_proj.weight"]
-    experts = {}
+    experts, experts_module, expert_equal = {}, None, None
     for module_name, module in model.named_modules():
-        if module_name.endswith("mlp.experts"):
+        # Qwen2-MoE's mlp.experts, Mixtral's block_sparse_moe.experts.
+        if module_name.endswith(".experts"):
             experts = {k: list(v.shape) for k, v in module.named_parameters()}
+            experts_module = module_name
             break
+    if spec.scheme == "gptq" and experts_module is not None:
+        expert_equal = _gptq_expert_equal(model, experts_module, ref,
+                                          spec.family)
     return {"name": name, "arch": cls.__name__,
             "loaded": len(loaded), "unloaded": sorted(set(params) - loaded),
             "methods": methods, "experts": experts,
+            "experts_module": experts_module,
             "dequantized_equal": bool(torch.equal(weight, expect)),
+            "expert_dequantized_equal": expert_equal,
             "dtype": str(model_config.dtype)}
+
+
+def _gptq_expert_equal(model, experts: str, ref: dict, family: str) -> bool:
+    """Expert 1 of the loaded moe_wna16 layer, dequantized, against the
+    reference: moe_wna16 keeps GPTQ experts as uint8 ``[E, out, in / 2]``
+    (low nibble the even input), fp16 scales ``[E, out, in / G]``; without
+    zero points (sym) the zero is 8."""
+    import torch
+    params = dict(model.named_parameters())
+    names = ({"w13": ("gate_proj", "up_proj"), "w2": ("down_proj", )}
+             if family == "qwen2_moe" else
+             {"w13": ("w1", "w3"), "w2": ("w2", )})
+    ok = True
+    for fused, parts in names.items():
+        packed = params[f"{experts}.{fused}_qweight"].data[1].to(torch.int64)
+        scales = params[f"{experts}.{fused}_scales"].data[1].float()
+        q = torch.stack([packed & 0xF, packed >> 4], -1).reshape(
+            packed.shape[0], -1)
+        group = q.shape[1] // scales.shape[1]
+        weight = ((q - 8).float() *
+                  scales.repeat_interleave(group, dim=1)).half()
+        expect = torch.cat([ref[f"{experts}.1.{p}.weight"] for p in parts])
+        ok = ok and bool(torch.equal(weight, expect))
+    return ok
 
 
 def main(argv=None) -> int:

@@ -25,9 +25,10 @@ def test_every_family_runs_eager_and_graph():
             "eager": True, "graph": False}
 
 
-def test_quantized_jobs_run_dense_and_moe_in_both_formats():
+def test_quantized_jobs_run_dense_and_moe_in_every_format():
     assert set(QUANTIZED) == {"llama-awq", "qwen2_moe-awq", "llama-w4a16",
-                              "qwen2_moe-w4a16"}
+                              "qwen2_moe-w4a16", "qwen2_moe-gptq",
+                              "mixtral-gptq"}
     for name, spec in QUANTIZED.items():
         model, modes = jobs.JOBS[name]
         assert model == name and family_of(name).name == spec.family
@@ -36,7 +37,7 @@ def test_quantized_jobs_run_dense_and_moe_in_both_formats():
         assert max(map(len, prompts.token_set(modes[2].prompts))) > 256
     assert {(q.family, q.scheme) for q in QUANTIZED.values()} == {
         ("llama", "awq"), ("qwen2_moe", "awq"), ("llama", "w4a16"),
-        ("qwen2_moe", "w4a16")}
+        ("qwen2_moe", "w4a16"), ("qwen2_moe", "gptq"), ("mixtral", "gptq")}
 
 
 def test_llama_modes_cover_the_issue():

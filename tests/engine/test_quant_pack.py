@@ -5,9 +5,11 @@ the CPU.
 vLLM's side comes from the tree under test (VLLM_VOLTA_TREE, default
 upstream/): AutoAWQ's column order as vLLM's awq_pack writes it, the
 arithmetic of awq_triton's dequantize kernel redone in torch, moe_wna16's
-AWQ converter, and for compressed-tensors vLLM's
+AWQ converter; for compressed-tensors vLLM's
 unpack_quantized_values_into_int32 with the uint4b8 type the W4A16 scheme
-gives the checkpoint, and the compressed-tensors library's own unpacker.
+gives the checkpoint, and the compressed-tensors library's own unpacker;
+for GPTQ vLLM's gptq_pack and pack_cols, the zero + 1 of the GPTQ kernels
+and moe_wna16's GPTQ converter.
 """
 from __future__ import annotations
 
@@ -140,6 +142,108 @@ def test_compressed_tensors_packing_matches_the_library():
     assert torch.equal(q.to(torch.int64), quant_pack.ct_unpack(tensors))
 
 
+def test_gptq_packing_matches_vllm_gptq_pack(vllm_tree):
+    from vllm.model_executor.layers.quantization.utils.quant_utils import (
+        gptq_pack, pack_cols, unpack_quantized_values_into_int32)
+    from vllm.scalar_type import scalar_types
+    w = weight(96, 256, seed=5)
+    tensors = quant_pack.gptq_quantize(w, 128)
+    assert tensors["qweight"].dtype == tensors["qzeros"].dtype == torch.int32
+    assert tuple(tensors["qweight"].shape) == (256 // 8, 96)
+    assert tuple(tensors["qzeros"].shape) == (256 // 128, 96 // 8)
+    assert tuple(tensors["scales"].shape) == (256 // 128, 96)
+    assert tensors["scales"].dtype == torch.float16
+    assert tensors["g_idx"].dtype == torch.int32
+    assert tensors["g_idx"].tolist() == [i // 128 for i in range(256)]
+    q, zeros = quant_pack.gptq_unpack(tensors)
+    assert tuple(q.shape) == (256, 96)
+    # Packed along the inputs (rows of [in, out]), sequential nibbles.
+    assert torch.equal(tensors["qweight"],
+                       gptq_pack(q.to(torch.int32), 4, 256, 96))
+    assert torch.equal(
+        unpack_quantized_values_into_int32(tensors["qweight"],
+                                           scalar_types.uint4b8,
+                                           packed_dim=0).to(torch.int64), q)
+    # v1 zeros: zero - 1 = 7, packed along the outputs.
+    assert (zeros == 7).all()
+    assert torch.equal(tensors["qzeros"],
+                       pack_cols(zeros.to(torch.int32), 4, 256 // 128, 96))
+    assert (tensors["qzeros"] == 0x77777777).all()
+    # Symmetric: the stored values are q + 8 (uint4b8), -8 unused.
+    signed = q - scalar_types.uint4b8.bias
+    assert signed.min() >= -7 and signed.max() <= 7
+    # The GPTQ (Exllama) kernels dequantize (q - (zero + 1)) * s in fp16.
+    s = tensors["scales"].repeat_interleave(128, 0)
+    z = zeros.repeat_interleave(128, 0)
+    kernel = ((q - (z + 1)).half() * s).T
+    ours = quant_pack.gptq_dequantize(tensors)
+    assert torch.equal(kernel, ours.half())
+    without_g_idx = {k: v for k, v in tensors.items() if k != "g_idx"}
+    assert torch.equal(quant_pack.gptq_dequantize(without_g_idx), ours)
+    step = tensors["scales"].float().repeat_interleave(128, 0).T
+    assert ((ours - w).abs() <= step / 2 + 1e-6).all()
+
+
+def test_gptq_qweight_nibbles_are_input_rows():
+    """A hand-made value: input row 8j + i of output o in nibble i of
+    qweight[j, o]."""
+    w = torch.zeros(8, 128)
+    w[3, 8 * 2 + 5] = 0.875  # output 3, input 21: row j = 2, nibble 5
+    tensors = quant_pack.gptq_quantize(w, 128)
+    word = int(tensors["qweight"][2, 3]) & 0xFFFFFFFF
+    assert (word >> 20) & 0xF == 8 + 7
+    assert word & ~(0xF << 20) == 0x88888888 & ~(0xF << 20)
+    assert torch.equal(quant_pack.gptq_dequantize(tensors), w)
+
+
+@pytest.mark.parametrize("has_zp", [True, False])
+def test_gptq_matches_moe_wna16_converter(vllm_tree, monkeypatch, has_zp):
+    """moe_wna16's GPTQ converter turns qweight into [out, in / 2] bytes,
+    low nibble first, and qzeros (+1, the v1 offset) into [out / 2, groups]
+    bytes; the weight it stands for is quant_pack's. Symmetric (no zero
+    points) it drops qzeros and the kernels take 8."""
+    from vllm.model_executor.layers.quantization import moe_wna16
+    w = weight(64, 256, seed=6)
+    tensors = quant_pack.gptq_quantize(w, 128)
+    layer = types.SimpleNamespace(
+        quant_config=types.SimpleNamespace(has_zp=has_zp,
+                                           linear_quant_method="gptq",
+                                           weight_bits=4),
+        intermediate_size_per_partition=256, group_size_div_factor=1,
+        tp_size=1)
+    got = {}
+
+    def inner(param, loaded_weight, weight_name, shard_id, expert_id):
+        got[weight_name] = loaded_weight
+
+    monkeypatch.setattr(moe_wna16, "get_tp_group",
+                        lambda: types.SimpleNamespace(device="cpu"))
+    monkeypatch.setattr(moe_wna16, "get_tensor_model_parallel_rank",
+                        lambda: 0)
+    loader = moe_wna16.MoeWNA16Method.get_weight_loader(layer, inner)
+    zeros_param = torch.nn.Parameter(torch.zeros(1, 64 // 2, 2,
+                                                 dtype=torch.uint8),
+                                     requires_grad=False)
+    for suffix in ("qweight", "scales", "g_idx"):
+        loader(None, tensors[suffix], f"w2_{suffix}", "w2", 0)
+    loader(zeros_param, tensors["qzeros"], "w2_qzeros", "w2", 0)
+    assert "w2_g_idx" not in got
+    b = got["w2_qweight"].to(torch.int64)
+    q = torch.stack([b & 0xF, b >> 4], -1).reshape(64, 256)
+    s = got["w2_scales"].float()
+    assert tuple(s.shape) == (64, 2)
+    zb = zeros_param.data[0].to(torch.int64)
+    if has_zp:
+        z = torch.stack([zb & 0xF, zb >> 4], 1).reshape(64, 2)
+        assert (z == 8).all()
+    else:
+        assert (zb == 0).all()  # not loaded: the kernels use 8
+        z = torch.full((64, 2), 8)
+    moe = (q - z.repeat_interleave(128, 1)).float() * \
+        s.repeat_interleave(128, 1)
+    assert torch.equal(moe, quant_pack.gptq_dequantize(tensors))
+
+
 @pytest.fixture(scope="module")
 def quantized(tmp_path_factory):
     pytest.importorskip("transformers")
@@ -164,6 +268,12 @@ def test_quantized_checkpoints_and_their_references(quantized):
             assert qc["quant_method"] == "awq" and qc["zero_point"]
             suffixes = ("qweight", "qzeros", "scales")
             dequantize = quant_pack.awq_dequantize
+        elif spec.scheme == "gptq":
+            assert qc["quant_method"] == "gptq" and qc["sym"]
+            assert (qc["bits"], qc["group_size"], qc["desc_act"],
+                    qc["checkpoint_format"]) == (4, 128, False, "gptq")
+            suffixes = ("qweight", "qzeros", "scales", "g_idx")
+            dequantize = quant_pack.gptq_dequantize
         else:
             assert qc["quant_method"] == "compressed-tensors"
             assert qc["format"] == "pack-quantized"
@@ -177,11 +287,20 @@ def test_quantized_checkpoints_and_their_references(quantized):
         if spec.family == "qwen2_moe":
             assert any(".mlp.experts.7.down_proj" in m for m in modules)
             assert "model.layers.0.mlp.gate.weight" in packed  # router: fp16
+        if spec.family == "mixtral":
+            for p in ("w1", "w2", "w3"):
+                assert ("model.layers.1.block_sparse_moe.experts.3."
+                        f"{p}") in modules
+            # router: fp16
+            assert "model.layers.0.block_sparse_moe.gate.weight" in packed
+            assert not any(".gate." in m for m in modules)
         for module in modules:
             parts = {s: packed[f"{module}.{s}"] for s in suffixes}
             assert f"{module}.weight" not in packed
             assert torch.equal(dequantize(parts).half(),
                                ref[f"{module}.weight"]), module
+        # Every tensor is either packed or kept as it was.
+        assert len(packed) == len(ref) + (len(suffixes) - 1) * len(modules)
         assert torch.equal(packed["lm_head.weight"], ref["lm_head.weight"])
 
 
@@ -194,7 +313,7 @@ def test_reference_of_a_quantized_model_loads_in_transformers(quantized):
     assert len(out.tokens) == 4
 
 
-def test_vllm_reads_both_quantization_configs(vllm_tree):
+def test_vllm_reads_the_quantization_configs(vllm_tree):
     from vllm.model_executor.layers.quantization.awq import AWQConfig
     from vllm.model_executor.layers.quantization.compressed_tensors.compressed_tensors import (  # noqa: E501
         CompressedTensorsConfig)
@@ -207,6 +326,15 @@ def test_vllm_reads_both_quantization_configs(vllm_tree):
                 4, 128, True, "group")
     assert ct.quant_format == "pack-quantized" and ct.ignore == ["lm_head"]
     assert ct._is_wNa16_group_channel(weights, None)
+    from vllm.model_executor.layers.quantization.gptq import GPTQConfig
+    from vllm.model_executor.layers.quantization.moe_wna16 import (
+        MoeWNA16Config)
+    gptq_config = quant_pack.gptq_config(128)
+    gptq = GPTQConfig.from_config(gptq_config)
+    assert (gptq.weight_bits, gptq.group_size, gptq.desc_act,
+            gptq.lm_head_quantized, gptq.dynamic) == (4, 128, False, False,
+                                                       {})
+    assert MoeWNA16Config.is_moe_wna16_compatible(gptq_config)
 
 
 def test_quantized_checkpoints_load_in_vllm_on_volta(vllm_tree, quantized):
@@ -221,7 +349,8 @@ def test_quantized_checkpoints_load_in_vllm_on_volta(vllm_tree, quantized):
     results = {r["name"]: r for r in (
         json.loads(line[len("RESULT "):])
         for line in proc.stdout.splitlines() if line.startswith("RESULT "))}
-    assert proc.returncode == 0 and len(results) == 4, proc.stderr[-3000:]
+    assert proc.returncode == 0 and len(results) == len(
+        tiny_models.QUANTIZED) == 6, proc.stderr[-3000:]
     expect = {
         "llama-awq": ({"AWQLinearMethod"}, None),
         "qwen2_moe-awq": ({"AWQLinearMethod", "MoeWNA16Method"},
@@ -230,6 +359,12 @@ def test_quantized_checkpoints_load_in_vllm_on_volta(vllm_tree, quantized):
         "qwen2_moe-w4a16": ({"CompressedTensorsLinearMethod",
                              "CompressedTensorsWNA16MoEMethod"},
                             "w13_weight_packed"),
+        # GPTQ resolves to `gptq` on 7.0 (GPTQ-Marlin needs 8.0); its MoE
+        # layers take moe_wna16, symmetric: no expert zero points.
+        "qwen2_moe-gptq": ({"GPTQLinearMethod", "MoeWNA16Method"},
+                           "w13_qweight"),
+        "mixtral-gptq": ({"GPTQLinearMethod", "MoeWNA16Method"},
+                         "w13_qweight"),
     }
     for name, (methods, expert_param) in expect.items():
         r = results[name]
@@ -243,3 +378,12 @@ def test_quantized_checkpoints_load_in_vllm_on_volta(vllm_tree, quantized):
                     and "g_idx" not in p], r
         if expert_param:
             assert expert_param in r["experts"], r
+        if name.endswith("-gptq"):
+            assert r["expert_dequantized_equal"], r
+            assert r["experts"]["w13_qzeros"] == [0], r  # sym: unused
+            assert r["experts"]["w13_scales"][1:] == [
+                2 * (128 if "qwen2" in name else 512), 256 // 128], r
+    # Mixtral stays MixtralForCausalLM (FusedMoE), not QuantMixtral.
+    assert results["mixtral-gptq"]["arch"] == "MixtralForCausalLM"
+    assert results["mixtral-gptq"]["experts_module"] == \
+        "model.layers.0.block_sparse_moe.experts"

@@ -1,9 +1,9 @@
-"""Pack float weights into the two 4-bit checkpoint formats vLLM reads.
+"""Pack float weights into the three 4-bit checkpoint formats vLLM reads.
 
 Made locally, no quantization library: random (or any) weights are
 quantized group-wise and packed exactly as the real checkpoints store them,
-so tiny models (tiny_models.py) and kernel tests can be written in either
-format, together with the dequantized weights a reference runs on.
+so tiny models (tiny_models.py) and kernel tests can be written in any of
+them, together with the dequantized weights a reference runs on.
 
 AWQ (AutoAWQ's GEMM layout, ``quant_method: awq``), for a linear layer of
 ``in`` inputs and ``out`` outputs, groups of ``G`` inputs:
@@ -24,6 +24,21 @@ group strategy:
 - ``weight_scale`` fp16 ``[out, in / G]``; ``weight_shape`` int64
   ``[out, in]``;
 - weight ``W[o, i] = q[o, i] * s[o, i // G]``.
+
+GPTQ (AutoGPTQ's and GPTQModel's ``quant_method: gptq``, checkpoint format
+v1 ``gptq``), symmetric, ``desc_act`` false:
+
+- ``qweight`` int32 ``[in / 8, out]``: eight 4-bit values of consecutive
+  input rows per int32, input ``8j + i`` in nibble ``i`` (vLLM's
+  gptq_pack);
+- ``qzeros`` int32 ``[in / G, out / 8]``: the zero points packed along the
+  outputs, output ``8j + i`` in nibble ``i``; v1 stores ``zero - 1`` (the
+  GPTQ kernels and moe_wna16 add the 1 back), so the symmetric zero 8 is
+  stored as 7;
+- ``scales`` fp16 ``[in / G, out]``; ``g_idx`` int32 ``[in]``, the group
+  of each input, ``i // G`` without act-order;
+- weight ``W[o, i] = (q[i, o] - (z[g, o] + 1)) * s[g, o]``,
+  ``g = g_idx[i]``; symmetric: ``(q[i, o] - 8) * s[i // G, o]``.
 
 The ``*_config`` functions give the matching ``quantization_config`` of
 config.json. Dequantization happens in float32; the fp16 weights of a
@@ -65,6 +80,18 @@ def _unpack_last(packed: torch.Tensor, order=tuple(range(PACK))) -> torch.Tensor
     for nibble, column in enumerate(order):
         out[..., column] = (p >> (4 * nibble)) & 0xF
     return out.reshape(*lead, n * PACK)
+
+
+def _symmetric(weight: torch.Tensor, group_size: int
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric 4-bit of a ``[out, in]`` weight: the signed values q
+    ``[out, in]`` in [-7, 7] and the scales ``[out, in / G]`` (float32
+    holding fp16 values), ``W ~ q * s``."""
+    out, inp = weight.shape
+    w = _groups(weight, group_size)
+    scale = (w.abs().amax(dim=-1) / 7).clamp(min=1e-5).half().float()
+    q = torch.round(w / scale[..., None]).clamp(-8, 7)
+    return q.reshape(out, inp).to(torch.int64), scale
 
 
 def _groups(weight: torch.Tensor, group_size: int) -> torch.Tensor:
@@ -126,10 +153,7 @@ def ct_quantize(weight: torch.Tensor, group_size: int = 128) -> dict:
     compressed-tensors tensors ``weight_packed``, ``weight_scale``,
     ``weight_shape``."""
     out, inp = weight.shape
-    w = _groups(weight, group_size)
-    scale = (w.abs().amax(dim=-1) / 7).clamp(min=1e-5).half().float()
-    q = torch.round(w / scale[..., None]).clamp(-8, 7)
-    q = q.reshape(out, inp).to(torch.int64)
+    q, scale = _symmetric(weight, group_size)
     return {
         "weight_packed": _pack_last(q + 8),
         "weight_scale": scale.half(),
@@ -172,16 +196,65 @@ def ct_config(group_size: int = 128, ignore: list[str] | None = None) -> dict:
     }
 
 
+# --- GPTQ ---------------------------------------------------------------------
+
+GPTQ_ZERO = 8  # the symmetric 4-bit zero point
+
+
+def gptq_quantize(weight: torch.Tensor, group_size: int = 128) -> dict:
+    """Symmetric 4-bit, per group of inputs, of a ``[out, in]`` weight;
+    GPTQ v1 tensors ``qweight``, ``qzeros``, ``scales``, ``g_idx``."""
+    out, inp = weight.shape
+    q, scale = _symmetric(weight, group_size)
+    groups = inp // group_size
+    # Stored zero - 1 (v1 checkpoint format).
+    zeros = torch.full((groups, out), GPTQ_ZERO - 1, dtype=torch.int64)
+    return {
+        # Packed along the inputs: pack the rows of q^T, eight at a time.
+        "qweight": _pack_last(q + GPTQ_ZERO).T.contiguous(),
+        "qzeros": _pack_last(zeros),
+        "scales": scale.T.contiguous().half(),
+        "g_idx": (torch.arange(inp) // group_size).to(torch.int32),
+    }
+
+
+def gptq_unpack(tensors: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(q ``[in, out]``, stored zeros ``[in / G, out]``), values 0..15; the
+    zero point a weight is taken from is the stored value + 1."""
+    q = _unpack_last(tensors["qweight"].T).T.contiguous()
+    return q, _unpack_last(tensors["qzeros"])
+
+
+def gptq_dequantize(tensors: dict) -> torch.Tensor:
+    """The float32 ``[out, in]`` weight the GPTQ tensors stand for; the
+    groups from ``g_idx`` where given, else ``i // G``."""
+    q, zeros = gptq_unpack(tensors)
+    scales = tensors["scales"].float()
+    g_idx = tensors.get("g_idx")
+    if g_idx is None:
+        g_idx = torch.arange(q.shape[0]) // (q.shape[0] // scales.shape[0])
+    g_idx = g_idx.to(torch.int64)
+    return ((q - (zeros[g_idx] + 1)).float() * scales[g_idx]).T.contiguous()
+
+
+def gptq_config(group_size: int = 128) -> dict:
+    return {"quant_method": "gptq", "bits": 4, "group_size": group_size,
+            "desc_act": False, "sym": True, "static_groups": False,
+            "true_sequential": True, "damp_percent": 0.01,
+            "checkpoint_format": "gptq"}
+
+
 SCHEMES = {
     "awq": (awq_quantize, awq_dequantize, awq_config),
     "w4a16": (ct_quantize, ct_dequantize, ct_config),
+    "gptq": (gptq_quantize, gptq_dequantize, gptq_config),
 }
 
 
 def quantize(scheme: str, weight: torch.Tensor,
              group_size: int = 128) -> tuple[dict, torch.Tensor]:
-    """The checkpoint tensors of ``weight`` in ``scheme`` ("awq" or
-    "w4a16"), keyed by suffix (they replace ``<module>.weight``), and the
+    """The checkpoint tensors of ``weight`` in ``scheme`` ("awq", "w4a16"
+    or "gptq"), keyed by suffix (they replace ``<module>.weight``), and the
     float32 weight they dequantize to."""
     pack, unpack, _ = SCHEMES[scheme]
     tensors = pack(weight, group_size)

@@ -269,12 +269,12 @@ class Quantized:
     """A family's tiny model written as a 4-bit checkpoint (quant_pack.py).
 
     ``make_quantized`` writes two directories: ``<name>``, the checkpoint
-    vLLM loads (AWQ or compressed-tensors pack-quantized), and
+    vLLM loads (AWQ, compressed-tensors pack-quantized or GPTQ), and
     ``<name>-reference``, the plain family with the dequantized weights in
     fp16, which transformers loads as the reference."""
     name: str
     family: str
-    scheme: str                    # "awq" | "w4a16" (quant_pack.SCHEMES)
+    scheme: str                    # "awq" | "w4a16" | "gptq" (SCHEMES)
     what: str
 
 
@@ -288,21 +288,37 @@ QUANTIZED = {q.name: q for q in (
     Quantized("qwen2_moe-w4a16", "qwen2_moe", "w4a16",
               "compressed-tensors W4A16 g128, experts on the moe_wna16 "
               "kernels"),
+    # vLLM resolves GPTQ to `gptq` on 7.0 (GPTQ-Marlin needs 8.0): the
+    # dense layers on the GPTQ (Exllama) kernel, the experts on moe_wna16.
+    Quantized("qwen2_moe-gptq", "qwen2_moe", "gptq",
+              "GPTQ int4 g128 symmetric: linear layers on the GPTQ kernel, "
+              "experts on the moe_wna16 kernels"),
+    Quantized("mixtral-gptq", "mixtral", "gptq",
+              "GPTQ int4 g128 symmetric Mixtral: FusedMoE experts on the "
+              "moe_wna16 kernels, not QuantMixtral's per-expert loop"),
 )}
 
 # The linear layers the checkpoints quantize: vLLM builds these with the
-# checkpoint's quantization method. The router (`mlp.gate`), Qwen2-MoE's
-# `shared_expert_gate`, the embeddings and the output head stay fp16.
+# checkpoint's quantization method. The routers (`mlp.gate`, Mixtral's
+# `block_sparse_moe.gate`), Qwen2-MoE's `shared_expert_gate`, the
+# embeddings and the output head stay fp16.
 _QUANTIZED_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
                      "up_proj", "down_proj")
+# Mixtral's experts: `block_sparse_moe.experts.N.w1` (gate), `w3` (up),
+# `w2` (down).
+_QUANTIZED_EXPERT = ("w1", "w2", "w3")
 
 
 def quantized_module(key: str) -> bool:
     """Whether tensor ``key`` of a family's checkpoint is a quantized
     linear weight."""
     parts = key.split(".")
-    return (key.startswith("model.layers.") and parts[-1] == "weight"
-            and len(parts) > 2 and parts[-2] in _QUANTIZED_LINEAR)
+    if not (key.startswith("model.layers.") and parts[-1] == "weight"
+            and len(parts) > 2):
+        return False
+    return parts[-2] in _QUANTIZED_LINEAR or (
+        parts[-2] in _QUANTIZED_EXPERT and len(parts) > 4
+        and parts[-4] == "experts")
 
 
 def family_of(name: str) -> Family:
