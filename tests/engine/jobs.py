@@ -6,9 +6,10 @@ The Llama jobs add prefix caching, chunked prefill, a batch of 16 mixed
 lengths, preemption forced by a small KV cache, an 8300-token context and a
 33,000-token prompt prefilled in chunks.
 The 4-bit jobs (AWQ and compressed-tensors W4A16 checkpoints of the tiny
-Llama and Qwen2-MoE, tiny_models.QUANTIZED) run ``eager``, ``graph`` and
-the batch of 16 (its prompts are long enough to take the large-batch
-kernels), against transformers on the dequantized weights.
+Llama and Qwen2-MoE, GPTQ checkpoints of the tiny Qwen2-MoE and Mixtral,
+tiny_models.QUANTIZED) run ``eager``, ``graph`` and the batch of 16 (its
+prompts are long enough to take the large-batch kernels), against
+transformers on the dequantized weights.
 """
 from __future__ import annotations
 
