@@ -117,6 +117,14 @@ def load_kernel_module(tree: Path):
                     "patched tree?")
     lines = source.splitlines()
     parts = [HEADER]
+    # The series' Volta settings (VOLTA_MOE_DECODE_MAX_M, ...) that the
+    # host functions read, in the file's order.
+    for node in ast.parse(source).body:
+        targets = (node.targets if isinstance(node, ast.Assign) else
+                   [node.target] if isinstance(node, ast.AnnAssign) else [])
+        if any(isinstance(t, ast.Name) and t.id.startswith("VOLTA_")
+               for t in targets):
+            parts.append("\n".join(lines[node.lineno - 1:node.end_lineno]))
     for name in KERNEL_NAMES:
         node = nodes[name]
         start = min([node.lineno] + [d.lineno for d in node.decorator_list])
