@@ -39,9 +39,6 @@ class Family:
     what: str                      # what the family exercises
     dtype: str = "float16"         # the config's torch_dtype
     max_model_len: int = 2048
-    # Keys written into config.json as published checkpoints carry them
-    # where this transformers would save them otherwise.
-    config_json: tuple = ()
 
 
 def _common() -> dict:
@@ -88,7 +85,7 @@ def _gemma3():
     c = _common()
     c.update(tie_word_embeddings=True, initializer_range=0.02)
     # Layer 0 local (window 32), layer 1 global, as Gemma 3's 5:1 pattern
-    # shrunk to two layers; vLLM 0.9.2 reads sliding_window_pattern.
+    # shrunk to two layers.
     return Gemma3TextConfig(hidden_activation="gelu_pytorch_tanh",
                             head_dim=HEAD_DIM, query_pre_attn_scalar=HEAD_DIM,
                             sliding_window=32, sliding_window_pattern=2,
@@ -158,13 +155,12 @@ FAMILIES = {f.name: f for f in (
     Family("gemma2", "generate", _gemma2,
            "interleaved window 32, attention and final soft-capping, "
            "bfloat16 config (vLLM picks the dtype)", dtype="bfloat16"),
-    # transformers 4.53 saves sliding_window_pattern as null (it keeps
-    # layer_types); Gemma 3 checkpoints carry the number, which is what
-    # vLLM 0.9.2 reads to find the interleaved layers.
+    # Saved as transformers 4.53 saves it: layer_types, no
+    # sliding_window_pattern (patch 0025 derives the pattern from them).
     Family("gemma3", "generate", _gemma3,
-           "gemma3_text: local window 32 and global layers interleaved, "
-           "local RoPE base, bfloat16 config", dtype="bfloat16",
-           config_json=(("sliding_window_pattern", 2), )),
+           "gemma3_text: local window 32 and global layers interleaved "
+           "(layer_types only), local RoPE base, bfloat16 config",
+           dtype="bfloat16"),
     Family("mixtral", "generate", _mixtral, "MoE 4 experts, top-2"),
     Family("qwen2_moe", "generate", _qwen2_moe,
            "MoE 8 experts, top-4, shared expert"),
@@ -246,10 +242,6 @@ def make(name: str, root: Path) -> Path:
     model = model.to(getattr(torch, family.dtype))
     directory.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(directory, safe_serialization=True)
-    if family.config_json:
-        saved = json.loads((directory / "config.json").read_text())
-        saved.update(dict(family.config_json))
-        (directory / "config.json").write_text(json.dumps(saved, indent=2))
     if family.task == "encdec":
         _drop(directory, "final_logits_bias")
     tt.save(directory)
