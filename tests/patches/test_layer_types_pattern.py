@@ -1,6 +1,6 @@
 """Interleaved sliding windows follow `layer_types` (Gemma 3, Cohere2).
 
-Patch: "config: take sliding_window_pattern from layer_types"
+Patch: "transformers_utils: take sliding_window_pattern from layer_types"
 (Tier: recommended).
 
 transformers 4.53 (the series' bound, patch "requirements: bound the
@@ -11,7 +11,7 @@ whatever the layers are. vLLM 0.9.2's gemma3.py and commandr.py pick their
 local layers from the pattern, so a fine-tune saved by the same stack with
 another pattern runs its global layers with the window, or the reverse.
 
-Runs on CPU: ModelConfig of a config.json written by this transformers,
+Runs on CPU: ModelConfig (its get_config) of a config.json written by this transformers,
 with vllm._C stubbed and a V100 platform.
 """
 import json
