@@ -85,30 +85,38 @@ def test_awq_dequantize_matches_the_triton_kernel_math(vllm_tree):
     assert ((ours - w).abs() <= step / 2 + 1e-6).all()
 
 
-def test_awq_matches_moe_wna16_converter(vllm_tree, monkeypatch):
-    """moe_wna16's AWQ converter turns qweight into [out, in / 2] bytes,
-    low nibble first: the same 4-bit values."""
+def moe_wna16_loader(monkeypatch, method: str, has_zp: bool,
+                     intermediate: int):
+    """moe_wna16's expert weight loader for a 4-bit ``method`` checkpoint,
+    with the tensors it hands on collected by weight name instead of
+    copied into a layer."""
     from vllm.model_executor.layers.quantization import moe_wna16
-    tensors = quant_pack.awq_quantize(weight(64, 128, seed=2), 128)
-    q, _ = quant_pack.awq_unpack(tensors)
     layer = types.SimpleNamespace(
-        quant_config=types.SimpleNamespace(has_zp=True,
-                                           linear_quant_method="awq",
+        quant_config=types.SimpleNamespace(has_zp=has_zp,
+                                           linear_quant_method=method,
                                            weight_bits=4),
-        intermediate_size_per_partition=64, group_size_div_factor=1,
-        tp_size=1)
+        intermediate_size_per_partition=intermediate,
+        group_size_div_factor=1, tp_size=1)
     got = {}
 
     def inner(param, loaded_weight, weight_name, shard_id, expert_id):
-        got["w"] = loaded_weight
+        got[weight_name] = loaded_weight
 
     monkeypatch.setattr(moe_wna16, "get_tp_group",
                         lambda: types.SimpleNamespace(device="cpu"))
     monkeypatch.setattr(moe_wna16, "get_tensor_model_parallel_rank",
                         lambda: 0)
-    loader = moe_wna16.MoeWNA16Method.get_weight_loader(layer, inner)
+    return moe_wna16.MoeWNA16Method.get_weight_loader(layer, inner), got
+
+
+def test_awq_matches_moe_wna16_converter(vllm_tree, monkeypatch):
+    """moe_wna16's AWQ converter turns qweight into [out, in / 2] bytes,
+    low nibble first: the same 4-bit values."""
+    tensors = quant_pack.awq_quantize(weight(64, 128, seed=2), 128)
+    q, _ = quant_pack.awq_unpack(tensors)
+    loader, got = moe_wna16_loader(monkeypatch, "awq", True, 64)
     loader(None, tensors["qweight"], "w2_qweight", "w2", 0)
-    b = got["w"].to(torch.int64)
+    b = got["w2_qweight"].to(torch.int64)
     assert torch.equal(torch.stack([b & 0xF, b >> 4], -1).reshape(64, 128),
                        q.T)
 
@@ -202,25 +210,9 @@ def test_gptq_matches_moe_wna16_converter(vllm_tree, monkeypatch, has_zp):
     low nibble first, and qzeros (+1, the v1 offset) into [out / 2, groups]
     bytes; the weight it stands for is quant_pack's. Symmetric (no zero
     points) it drops qzeros and the kernels take 8."""
-    from vllm.model_executor.layers.quantization import moe_wna16
     w = weight(64, 256, seed=6)
     tensors = quant_pack.gptq_quantize(w, 128)
-    layer = types.SimpleNamespace(
-        quant_config=types.SimpleNamespace(has_zp=has_zp,
-                                           linear_quant_method="gptq",
-                                           weight_bits=4),
-        intermediate_size_per_partition=256, group_size_div_factor=1,
-        tp_size=1)
-    got = {}
-
-    def inner(param, loaded_weight, weight_name, shard_id, expert_id):
-        got[weight_name] = loaded_weight
-
-    monkeypatch.setattr(moe_wna16, "get_tp_group",
-                        lambda: types.SimpleNamespace(device="cpu"))
-    monkeypatch.setattr(moe_wna16, "get_tensor_model_parallel_rank",
-                        lambda: 0)
-    loader = moe_wna16.MoeWNA16Method.get_weight_loader(layer, inner)
+    loader, got = moe_wna16_loader(monkeypatch, "gptq", has_zp, 256)
     zeros_param = torch.nn.Parameter(torch.zeros(1, 64 // 2, 2,
                                                  dtype=torch.uint8),
                                      requires_grad=False)
