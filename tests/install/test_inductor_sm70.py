@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.kernels._aot import VOLTA_MAX_SHARED
+
 HERE = Path(__file__).resolve().parent
-VOLTA_MAX_SHARED = 98304
 
 FUNCTIONS = {
     "GemmaRMSNorm.forward_static", "grouped_topk", "get_masked_input_and_mask",

@@ -39,9 +39,6 @@ V100 = dict(name="Tesla V100-SXM2-32GB", major=7, minor=0,
             regs_per_multiprocessor=65536, L2_cache_size=6 * 2**20,
             gcnArchName="", is_integrated=False, uuid="volta-aot")
 
-VOLTA_MAX_SHARED = 98304  # bytes of shared memory a V100 block may use
-
-
 @dataclasses.dataclass
 class Launch:
     """One launch configuration of one generated kernel, compiled."""
@@ -53,10 +50,6 @@ class Launch:
     registers: Optional[int] = None
     spill: Optional[int] = None
     error: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return not self.error
 
 
 @dataclasses.dataclass
